@@ -1,0 +1,26 @@
+"""Benchmark model: a 6-layer ViT on Fashion-MNIST (28x28, patch 4: 49 patches + CLS).
+
+Every accuracy and speed figure of the project is measured on this model (CIFAR-10 and ImageNet cannot be had
+offline). Fashion-MNIST comes from Debian's `dataset-fashion-mnist`, or TFDS's `fashion_mnist` if prepared.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import default  # pylint: disable=g-import-not-at-top
+
+
+def get_config():
+  config = default.get_config()
+  config.dataset.name = 'fashion_mnist'
+  config.dataset.image_size = 28
+  config.dataset.augment = 'crop_flip'
+  config.model.variant = 'fashion_mnist'
+  config.train.batch_size = 128
+  config.train.num_epochs = 10
+  config.train.learning_rate = 1e-3
+  config.train.warmup_epochs = 1.0
+  config.train.log_every_steps = 100
+  config.train.checkpoint_every_steps = 500
+  config.eval.batch_size = 500
+  return config

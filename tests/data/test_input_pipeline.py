@@ -1,0 +1,357 @@
+"""Tests for the tf.data pipeline on digits, Fashion-MNIST and mocked TFDS (never downloads)."""
+import collections
+import math
+import os
+import socket
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from vitprune_jax import data
+from vitprune_jax.data import offline
+from vitprune_jax.errors import UserError
+
+_DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
+_IMAGENET_LOW = min((0 - m) / s for m, s in zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+_IMAGENET_HIGH = max((1 - m) / s for m, s in zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+
+
+def _batches(config, split, **kwargs) -> list[dict[str, np.ndarray]]:
+  return list(data.as_numpy(data.make_dataset(config, split, **kwargs)))
+
+
+def _stack(batches, key) -> np.ndarray:
+  return np.concatenate([b[key] for b in batches])
+
+
+def _assert_same(a, b) -> None:
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    for key in ('image', 'label', 'mask'):
+      np.testing.assert_array_equal(x[key], y[key])
+
+
+def _to_uint8(images: np.ndarray) -> np.ndarray:
+  """Undoes 'minus_one_to_one' (exact for unresized images)."""
+  return np.round((images + 1.0) * 127.5).astype(np.uint8)
+
+
+def _check_batch(batch, batch_size, shape, num_classes) -> None:
+  assert batch['image'].shape == (batch_size, *shape) and batch['image'].dtype == np.float32
+  assert batch['label'].shape == (batch_size,) and batch['label'].dtype == np.int32
+  assert batch['mask'].shape == (batch_size,) and batch['mask'].dtype == np.float32
+  assert batch['label'].min() >= 0 and batch['label'].max() < num_classes
+
+
+@pytest.fixture
+def digits_config(base_config):
+  base_config.dataset.name = 'digits'
+  base_config.dataset.image_size = 8
+  base_config.dataset.augment = 'crop_flip'
+  return base_config
+
+
+@pytest.fixture
+def fashion_config(base_config, tiny_fashion_mnist):
+  base_config.dataset.name = 'fashion_mnist'
+  base_config.dataset.fashion_mnist_dir = tiny_fashion_mnist[0]
+  base_config.dataset.image_size = 28
+  base_config.dataset.val_fraction = 0.2
+  return base_config
+
+
+@pytest.fixture
+def two_processes(monkeypatch):
+  """Pretends to be one of two JAX processes; returns a setter for this process's index."""
+  index = [0]
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(jax, 'process_index', lambda: index[0])
+  return lambda i: index.__setitem__(0, i)
+
+
+def test_get_info_digits(digits_config):
+  info = data.get_info(digits_config)
+  assert info == data.DatasetInfo(
+      name='digits', num_classes=10, image_shape=(8, 8, 1),
+      split_sizes={'train': 1258, 'validation': 180, 'test': 359})
+  assert sum(info.split_sizes.values()) == 1797
+
+
+@pytest.mark.parametrize('split', ['train', 'validation', 'test'])
+def test_digits_eval_covers_split_in_order(digits_config, split):
+  batches = _batches(digits_config, split, global_batch_size=64, train=False)
+  images, labels = offline.load(digits_config)[split]
+  for b in batches:
+    _check_batch(b, 64, (8, 8, 1), 10)
+  mask = _stack(batches, 'mask')
+  assert mask.sum() == len(labels) and len(batches) == -(-len(labels) // 64)
+  real = mask == 1
+  assert np.all(real[:len(labels)]) and not np.any(real[len(labels):])
+  np.testing.assert_array_equal(_stack(batches, 'label')[real], labels)
+  np.testing.assert_array_equal(_to_uint8(_stack(batches, 'image')[real]), images)
+  assert np.all(_stack(batches, 'image')[~real] == 0)
+
+
+def test_digits_splits_partition_the_dataset(digits_config):
+  """Through the pipeline: each of the 1797 images lands in exactly one split."""
+  seen = {}
+  for split in ('train', 'validation', 'test'):
+    batches = _batches(digits_config, split, global_batch_size=500, train=False)
+    real = _stack(batches, 'mask') == 1
+    images = _to_uint8(_stack(batches, 'image')[real])
+    seen[split] = collections.Counter(x.tobytes() for x in images)
+  raw, _ = offline._digits_raw()  # pylint: disable=protected-access
+  assert sum(seen.values(), collections.Counter()) == collections.Counter(x.tobytes() for x in raw)
+  assert not seen['train'].keys() & seen['validation'].keys()
+  assert not seen['train'].keys() & seen['test'].keys()
+  assert not seen['validation'].keys() & seen['test'].keys()
+
+
+@pytest.mark.parametrize('augment', ['none', 'crop', 'crop_flip', 'inception_crop'])
+def test_digits_train_batches(digits_config, augment):
+  digits_config.dataset.augment = augment
+  batches = _batches(digits_config, 'train', global_batch_size=100, train=True)
+  assert len(batches) == 1258 // 100
+  for b in batches:
+    _check_batch(b, 100, (8, 8, 1), 10)
+    assert np.all(b['mask'] == 1)
+    assert b['image'].min() >= -1 and b['image'].max() <= 1
+  train_images, _ = offline.load(digits_config)['train']
+  raw = collections.Counter(x.tobytes() for x in train_images)
+  epoch = collections.Counter(x.tobytes() for x in _to_uint8(_stack(batches, 'image')))
+  if augment == 'none':
+    assert sum(epoch.values()) == 1200 and not epoch - raw  # No example twice, none invented.
+  else:
+    assert sum((epoch - raw).values()) > 600  # Most examples really are augmented.
+
+
+def test_digits_imagenet_normalization(digits_config):
+  digits_config.dataset.normalization = 'imagenet'
+  images = _stack(_batches(digits_config, 'test', global_batch_size=400, train=False), 'image')
+  assert images.min() >= _IMAGENET_LOW and images.max() <= _IMAGENET_HIGH
+  assert images.min() < -1.5 and images.max() > 2  # Really standardised, not [-1, 1].
+
+
+def test_digits_resized(digits_config):
+  digits_config.dataset.image_size = 16
+  assert data.get_info(digits_config).image_shape == (16, 16, 1)
+  for train in (True, False):
+    batch = _batches(digits_config, 'validation', global_batch_size=32, train=train)[0]
+    _check_batch(batch, 32, (16, 16, 1), 10)
+    assert batch['image'].min() >= -1 and batch['image'].max() <= 1
+
+
+def test_train_is_deterministic_per_seed_and_epoch(digits_config):
+  kwargs = dict(global_batch_size=128, train=True)
+  first = _batches(digits_config, 'train', epoch=3, **kwargs)
+  _assert_same(first, _batches(digits_config, 'train', epoch=3, **kwargs))
+  other_epoch = _batches(digits_config, 'train', epoch=4, **kwargs)
+  assert not np.array_equal(_stack(first, 'label'), _stack(other_epoch, 'label'))
+  digits_config.seed = 1
+  other_seed = _batches(digits_config, 'train', epoch=3, **kwargs)
+  assert not np.array_equal(_stack(first, 'label'), _stack(other_seed, 'label'))
+
+
+@pytest.mark.parametrize('augment', ['crop_flip', 'inception_crop'])
+def test_skip_batches_resumes_exactly(digits_config, augment):
+  digits_config.dataset.augment = augment
+  kwargs = dict(global_batch_size=128, train=True, epoch=2)
+  full = _batches(digits_config, 'train', **kwargs)
+  assert len(full) == 9
+  for skip in (1, 4, 9, 12):
+    _assert_same(full[skip:], _batches(digits_config, 'train', skip_batches=skip, **kwargs))
+
+
+def test_two_processes_share_the_work(digits_config, two_processes):
+  labels = offline.load(digits_config)['test'][1]
+  evals, trains = [], []
+  for index in (0, 1):
+    two_processes(index)
+    evals.append(_batches(digits_config, 'test', global_batch_size=64, train=False))
+    trains.append(_batches(digits_config, 'train', global_batch_size=64, train=True))
+  assert len(evals[0]) == len(evals[1]) == math.ceil(math.ceil(len(labels) / 2) / 32)
+  assert len(trains[0]) == len(trains[1]) == 1258 // 64
+  for b in evals[0] + evals[1] + trains[0] + trains[1]:
+    _check_batch(b, 32, (8, 8, 1), 10)
+  eval_labels = [_stack(e, 'label')[_stack(e, 'mask') == 1] for e in evals]
+  np.testing.assert_array_equal(eval_labels[0], labels[0::2])
+  np.testing.assert_array_equal(eval_labels[1], labels[1::2])
+
+
+def test_batch_must_split_over_processes(digits_config, two_processes):
+  del two_processes
+  with pytest.raises(UserError, match='multiple of the 2 JAX processes'):
+    data.make_dataset(digits_config, 'train', global_batch_size=63, train=True)
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('name', 'mnist', 'unknown dataset'),
+    ('augment', 'mixup', 'augment'),
+    ('normalization', 'zca', 'normalization'),
+    ('image_size', 1, 'image_size'),
+])
+def test_bad_config(digits_config, key, value, message):
+  digits_config.dataset[key] = value
+  with pytest.raises(UserError, match=message) as e:
+    data.make_dataset(digits_config, 'train', global_batch_size=8, train=True)
+  assert '\n' not in str(e.value)
+
+
+def test_unknown_dataset_and_split(digits_config):
+  with pytest.raises(UserError, match='valid: train, validation, test'):
+    data.make_dataset(digits_config, 'val', global_batch_size=8, train=False)
+  digits_config.dataset.name = 'mnist'
+  with pytest.raises(UserError, match='valid: digits, fashion_mnist, cifar10, imagenet2012'):
+    data.get_info(digits_config)
+
+
+def test_fashion_mnist_tiny_through_pipeline(fashion_config, tiny_fashion_mnist):
+  _, raw = tiny_fashion_mnist
+  info = data.get_info(fashion_config)
+  assert info.split_sizes == {'train': 40, 'validation': 10, 'test': 20}
+  assert info.image_shape == (28, 28, 1) and info.num_classes == 10
+  batches = _batches(fashion_config, 'test', global_batch_size=8, train=False)
+  real = _stack(batches, 'mask') == 1
+  assert real.sum() == 20 and len(batches) == 3
+  np.testing.assert_array_equal(_to_uint8(_stack(batches, 'image')[real])[..., 0],
+                                raw['test_images'])
+  np.testing.assert_array_equal(_stack(batches, 'label')[real], raw['test_labels'])
+  seen = collections.Counter()
+  for split in ('train', 'validation'):
+    batches = _batches(fashion_config, split, global_batch_size=8, train=False)
+    real = _stack(batches, 'mask') == 1
+    seen.update(x.tobytes() for x in _to_uint8(_stack(batches, 'image')[real])[..., 0])
+  assert seen == collections.Counter(x.tobytes() for x in raw['train_images'])
+  train = _batches(fashion_config, 'train', global_batch_size=8, train=True, epoch=1)
+  assert len(train) == 5
+  _assert_same(train[2:], _batches(fashion_config, 'train', global_batch_size=8, train=True,
+                                   epoch=1, skip_batches=2))
+
+
+def test_fashion_mnist_real_files(base_config):
+  if not os.path.isdir(_DEBIAN_FASHION_MNIST):
+    pytest.skip(f'{_DEBIAN_FASHION_MNIST} missing: `apt-get install dataset-fashion-mnist`')
+  base_config.dataset.name = 'fashion_mnist'
+  base_config.dataset.fashion_mnist_dir = _DEBIAN_FASHION_MNIST
+  base_config.dataset.image_size = 28
+  info = data.get_info(base_config)
+  assert info.split_sizes == {'train': 54000, 'validation': 6000, 'test': 10000}
+  assert sum(info.split_sizes.values()) == 70000
+  batches = _batches(base_config, 'test', global_batch_size=3000, train=False)
+  real = _stack(batches, 'mask') == 1
+  assert real.sum() == 10000 and len(batches) == 4
+  labels = offline.read_idx(os.path.join(_DEBIAN_FASHION_MNIST, 't10k-labels-idx1-ubyte.gz'))
+  np.testing.assert_array_equal(_stack(batches, 'label')[real], labels)
+  base_config.dataset.image_size = 16
+  batch = next(data.as_numpy(data.make_dataset(base_config, 'train', global_batch_size=256,
+                                               train=True)))
+  _check_batch(batch, 256, (16, 16, 1), 10)
+  assert batch['image'].min() >= -1 and batch['image'].max() <= 1
+
+
+def test_fashion_mnist_missing_everywhere(base_config, tmp_path):
+  base_config.dataset.name = 'fashion_mnist'
+  base_config.dataset.fashion_mnist_dir = str(tmp_path)
+  base_config.dataset.data_dir = str(tmp_path / 'tfds')
+  with pytest.raises(UserError, match='apt-get install dataset-fashion-mnist'):
+    data.get_info(base_config)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+  """Records (and refuses) every attempt to open a connection."""
+  attempts = []
+
+  def refuse(*args, **kwargs):
+    attempts.append((args, kwargs))
+    raise OSError('network disabled in tests')
+
+  monkeypatch.setattr(socket.socket, 'connect', refuse)
+  monkeypatch.setattr(socket, 'create_connection', refuse)
+  monkeypatch.setattr(socket, 'getaddrinfo', refuse)
+  return attempts
+
+
+def test_unprepared_cifar10(base_config, tmp_path, no_network):
+  base_config.dataset.name = 'cifar10'
+  base_config.dataset.data_dir = str(tmp_path / 'empty')
+  for call in (lambda: data.get_info(base_config),
+               lambda: data.make_dataset(base_config, 'train', global_batch_size=8, train=True)):
+    with pytest.raises(UserError) as e:
+      call()
+    message = str(e.value)
+    assert 'download_and_prepare' in message and str(tmp_path / 'empty') in message
+    assert '\n' not in message
+  assert not no_network
+  assert not os.path.exists(tmp_path / 'empty' / 'downloads')
+
+
+def test_unprepared_imagenet(base_config, tmp_path, no_network):
+  base_config.dataset.name = 'imagenet2012'
+  base_config.dataset.data_dir = str(tmp_path / 'empty')
+  base_config.dataset.manual_dir = str(tmp_path / 'manual')
+  with pytest.raises(UserError) as e:
+    data.get_info(base_config)
+  message = str(e.value)
+  assert 'ILSVRC2012_img_train.tar' in message and 'ILSVRC2012_img_val.tar' in message
+  assert str(tmp_path / 'manual') in message and '\n' not in message
+  assert not no_network
+
+
+def _mock_tfds(data_dir, num_examples):
+  """TFDS's own offline mock; USE_FILES reads split sizes from `fake_prepared_tfds` metadata."""
+  return tfds.testing.mock_data(num_examples=num_examples, data_dir=data_dir,
+                                policy=tfds.testing.MockPolicy.USE_FILES)
+
+
+def test_cifar10_mocked(base_config, fake_prepared_tfds, no_network):
+  data_dir = fake_prepared_tfds('cifar10', {'train': 100, 'test': 20})
+  config = base_config
+  config.dataset.update(name='cifar10', data_dir=data_dir, image_size=48, augment='crop_flip')
+  with _mock_tfds(data_dir, num_examples=20):
+    info = data.get_info(config)
+    assert info == data.DatasetInfo(name='cifar10', num_classes=10, image_shape=(48, 48, 3),
+                                    split_sizes={'train': 98, 'validation': 2, 'test': 20})
+    raw = list(tfds.as_numpy(tfds.builder('cifar10', data_dir=data_dir).as_dataset(split='test')))
+    batches = _batches(config, 'test', global_batch_size=8, train=False)
+    assert len(batches) == 3
+    for b in batches:
+      _check_batch(b, 8, (48, 48, 3), 10)
+    real = _stack(batches, 'mask') == 1
+    assert real.sum() == 20
+    np.testing.assert_array_equal(_stack(batches, 'label')[real], [ex['label'] for ex in raw])
+    for augment in ('crop_flip', 'inception_crop'):
+      config.dataset.augment = augment
+      # The mock serves 20 examples whatever the split, though metadata says 98: 2 batches.
+      train = _batches(config, 'train', global_batch_size=8, train=True, epoch=1)
+      assert len(train) == 2
+      for b in train:
+        _check_batch(b, 8, (48, 48, 3), 10)
+        assert b['image'].min() >= -1 and b['image'].max() <= 1 and np.all(b['mask'] == 1)
+      _assert_same(train, _batches(config, 'train', global_batch_size=8, train=True, epoch=1))
+  assert not no_network
+
+
+def test_imagenet2012_mocked(base_config, fake_prepared_tfds, no_network):
+  data_dir = fake_prepared_tfds('imagenet2012', {'train': 200, 'validation': 10})
+  config = base_config
+  config.dataset.update(name='imagenet2012', data_dir=data_dir, image_size=64,
+                        normalization='imagenet', augment='inception_crop')
+  with _mock_tfds(data_dir, num_examples=10):
+    info = data.get_info(config)
+    assert info.split_sizes == {'train': 198, 'validation': 2, 'test': 10}
+    assert info.num_classes == 1000 and info.image_shape == (64, 64, 3)
+    batches = _batches(config, 'test', global_batch_size=4, train=False)
+    assert len(batches) == 3 and _stack(batches, 'mask').sum() == 10
+    for b in batches:
+      _check_batch(b, 4, (64, 64, 3), 1000)
+      assert b['image'].min() >= _IMAGENET_LOW and b['image'].max() <= _IMAGENET_HIGH
+    for augment in ('inception_crop', 'crop_flip', 'none'):
+      config.dataset.augment = augment
+      train = _batches(config, 'train', global_batch_size=4, train=True)
+      assert len(train) == 2
+      for b in train:
+        _check_batch(b, 4, (64, 64, 3), 1000)
+  assert not no_network

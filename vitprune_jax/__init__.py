@@ -1,0 +1,1 @@
+"""Token pruning for Vision Transformers in JAX/Flax."""

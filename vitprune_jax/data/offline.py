@@ -1,0 +1,161 @@
+"""The two datasets that need no download (sklearn digits, Debian's Fashion-MNIST) as numpy arrays.
+
+Splits come from a permutation with a fixed seed (not config.seed), so they never change between
+runs or experiments. Every loader returns {logical split: (images uint8 [N, H, W, C], labels int64
+[N])}; within a split, examples keep their raw order.
+"""
+import functools
+import gzip
+import os
+
+import ml_collections
+import numpy as np
+from sklearn import datasets as sk_datasets
+import tensorflow_datasets as tfds
+
+from vitprune_jax.errors import UserError
+
+DATASETS = ('digits', 'fashion_mnist')
+SPLIT_SEED = 12345
+FASHION_MNIST_FILES = {
+    'train_images': 'train-images-idx3-ubyte.gz',
+    'train_labels': 'train-labels-idx1-ubyte.gz',
+    'test_images': 't10k-images-idx3-ubyte.gz',
+    'test_labels': 't10k-labels-idx1-ubyte.gz',
+}
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: '>i2', 0x0C: '>i4', 0x0D: '>f4', 0x0E: '>f8'}
+
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+def load(config: ml_collections.ConfigDict) -> dict[str, Arrays]:
+  """Loads the offline dataset `config.dataset.name` with its train/validation/test splits."""
+  d = config.dataset
+  if d.name == 'digits':
+    return load_digits(d.val_fraction, d.test_fraction)
+  if d.name == 'fashion_mnist':
+    return load_fashion_mnist(d.fashion_mnist_dir, d.val_fraction, data_dir=d.data_dir)
+  raise UserError(f'{d.name!r} is not an offline dataset; offline ones: {", ".join(DATASETS)}')
+
+
+def num_held_out(n: int, fraction: float) -> int:
+  """Examples a `fraction` of `n` stands for (rounded, so 0.1 of 1797 is 180)."""
+  return int(round(n * fraction))
+
+
+def load_digits(val_fraction: float, test_fraction: float) -> dict[str, Arrays]:
+  """sklearn's 1,797 8x8 digits (0..16 scaled to 0..255); it has no test split, so we cut one."""
+  _check_fraction('val_fraction', val_fraction)
+  _check_fraction('test_fraction', test_fraction)
+  if val_fraction + test_fraction >= 1:
+    raise UserError(f'digits: val_fraction + test_fraction must be < 1, got '
+                    f'{val_fraction} + {test_fraction}')
+  images, labels = _digits_raw()
+  n = len(labels)
+  n_test, n_val = num_held_out(n, test_fraction), num_held_out(n, val_fraction)
+  perm = np.random.default_rng(SPLIT_SEED).permutation(n)
+  parts = {
+      'test': perm[:n_test],
+      'validation': perm[n_test:n_test + n_val],
+      'train': perm[n_test + n_val:],
+  }
+  return {s: _take(images, labels, idx) for s, idx in parts.items()}
+
+
+def load_fashion_mnist(directory: str, val_fraction: float, *,
+                       data_dir: str = '') -> dict[str, Arrays]:
+  """Fashion-MNIST from the idx files in `directory`, else from an already prepared TFDS copy.
+
+  validation is a fixed random `val_fraction` of the 60k train images, test is the 10k t10k set.
+  """
+  _check_fraction('val_fraction', val_fraction)
+  missing = [f for f in FASHION_MNIST_FILES.values()
+             if not os.path.isfile(os.path.join(directory, f))]
+  if not missing:
+    raw = _read_fashion_idx(directory)
+  else:
+    raw = _fashion_mnist_from_tfds(data_dir)
+    if raw is None:
+      raise UserError(
+          f'fashion_mnist: {", ".join(missing)} not found in {directory!r} and no prepared TFDS '
+          f'copy in {data_dir or "the default TFDS data_dir"}: run `apt-get install '
+          'dataset-fashion-mnist` or set --config.dataset.fashion_mnist_dir')
+  train_images, train_labels, test_images, test_labels = raw
+  n = len(train_labels)
+  perm = np.random.default_rng(SPLIT_SEED).permutation(n)
+  n_train = n - num_held_out(n, val_fraction)
+  return {
+      'train': _take(train_images, train_labels, perm[:n_train]),
+      'validation': _take(train_images, train_labels, perm[n_train:]),
+      'test': (test_images, test_labels),
+  }
+
+
+def read_idx(path: str) -> np.ndarray:
+  """Reads one gzip'd idx file (MNIST format: 0, 0, dtype code, ndim, big-endian uint32 dims)."""
+  with gzip.open(path, 'rb') as f:
+    data = f.read()
+  if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+    raise UserError(f'{path}: not an idx file (bad magic number {data[:4].hex()})')
+  ndim = data[3]
+  header = 4 + 4 * ndim
+  if len(data) < header:
+    raise UserError(f'{path}: truncated idx header')
+  shape = tuple(int(x) for x in np.frombuffer(data, '>u4', count=ndim, offset=4))
+  dtype = np.dtype(_IDX_DTYPES[data[2]])
+  expected = int(np.prod(shape)) * dtype.itemsize
+  if len(data) - header != expected:
+    raise UserError(f'{path}: idx header says {shape} ({expected} bytes) but the file holds '
+                    f'{len(data) - header} bytes of data')
+  return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder('='))
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_raw() -> Arrays:
+  """Cached because sklearn re-parses its csv on every call."""
+  digits = sk_datasets.load_digits()
+  images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+  return _read_only(images), _read_only(digits.target.astype(np.int64))
+
+
+@functools.lru_cache(maxsize=2)
+def _read_fashion_idx(directory: str) -> tuple[np.ndarray, ...]:
+  """Cached: decompressing the 60k images takes most of a second."""
+  arrays = {k: read_idx(os.path.join(directory, f)) for k, f in FASHION_MNIST_FILES.items()}
+  out = []
+  for part in ('train', 'test'):
+    images, labels = arrays[f'{part}_images'], arrays[f'{part}_labels']
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+      raise UserError(f'fashion_mnist in {directory}: {part} images {images.shape} do not match '
+                      f'labels {labels.shape}')
+    out += [_read_only(images.astype(np.uint8)[..., None]), _read_only(labels.astype(np.int64))]
+  return tuple(out)
+
+
+def _fashion_mnist_from_tfds(data_dir: str) -> tuple[np.ndarray, ...] | None:
+  """The TFDS copy as arrays, or None when it is not prepared (never downloads)."""
+  builder = tfds.builder('fashion_mnist', data_dir=data_dir or None)
+  if not builder.is_prepared():
+    return None
+  out = []
+  for split in ('train', 'test'):
+    ex = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
+    out += [np.asarray(ex['image'], np.uint8), np.asarray(ex['label'], np.int64)]
+  return tuple(out)
+
+
+def _take(images: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> Arrays:
+  """Sorted so each split keeps the raw order (eval output then lines up with the raw data)."""
+  idx = np.sort(idx)
+  return images[idx], labels[idx]
+
+
+def _read_only(x: np.ndarray) -> np.ndarray:
+  """Cached arrays are shared between callers, so nobody may write to them."""
+  x.setflags(write=False)
+  return x
+
+
+def _check_fraction(key: str, value: float) -> None:
+  if not 0 <= value < 1:
+    raise UserError(f'config.dataset.{key} must be in [0, 1), got {value}')
