@@ -61,7 +61,7 @@ PRESETS = {
     'deit_small': (16, 384, 12, 6, 1536),
     'deit_base': (16, 768, 12, 12, 3072),
     'cifar10': (4, 192, 8, 3, 384),
-    'fashion_mnist': (4, 128, 6, 4, 256),
+    'fashion_mnist': (4, 96, 6, 3, 192),
     'digits': (2, 64, 4, 4, 128),
 }
 
@@ -101,7 +101,8 @@ class TokenStats(NamedTuple):
 
 
 class ModelAux(NamedTuple):
-  stats: tuple[TokenStats, ...]  # One entry per block.
+  stats: tuple[TokenStats, ...]  # One entry per block, computed on the tokens that block saw.
+  kept: tuple[Array, ...]  # Per block: tokens (CLS included) still kept after it and its selector, (B,).
   keep_mask: Array  # Final keep mask (B, N_last).
 
 
@@ -218,7 +219,7 @@ class Encoder(nn.Module):
     c = self.config
     x = x + _PosEmbed(name='posembed_input')(x).astype(x.dtype)
     x = nn.Dropout(c.dropout_rate)(x, deterministic=not train)
-    stats = []
+    stats, kept = [], []
     for i in range(c.num_layers):
       x, probs = EncoderBlock(c.num_heads, c.mlp_dim, c.dropout_rate, dtype=self.dtype,
                               name=f'encoderblock_{i}')(x, keep_mask, deterministic=not train)
@@ -226,8 +227,9 @@ class Encoder(nn.Module):
       stats.append(layer_stats)
       if token_selector is not None:
         x, keep_mask = token_selector(i, x, keep_mask, layer_stats)
+      kept.append(jnp.sum(keep_mask > 0, axis=-1))
     x = nn.LayerNorm(dtype=self.dtype, epsilon=1e-6, name='encoder_norm')(x)
-    return x, ModelAux(stats=tuple(stats), keep_mask=keep_mask)
+    return x, ModelAux(stats=tuple(stats), kept=tuple(kept), keep_mask=keep_mask)
 
 
 class _PosEmbed(nn.Module):
