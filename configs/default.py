@@ -7,7 +7,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.mode = 'train'  # train | evaluate
+  config.mode = 'train'  # train | evaluate | sweep | train_policy
   config.seed = 0
 
   config.dataset = ml_collections.ConfigDict()
@@ -50,4 +50,55 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.batch_size = 256
   config.eval.split = 'test'  # Split reported by mode='evaluate'.
   config.eval.checkpoint_dir = ''  # '' = <workdir>/checkpoints; set to reuse another run's model.
+
+  # Token pruning (see vitprune_jax/pruning). Schedule: keep_ratio(l) = 1 - r_max * ((l + 1) / L) ** alpha.
+  config.prune = ml_collections.ConfigDict()
+  config.prune.pruners = ('none',)  # evaluate: pruners compared on one checkpoint, in this order.
+  config.prune.r_max = 0.6
+  config.prune.alpha = 2.0
+  config.prune.mode = 'compact'  # evaluate: compact (real token removal) | mask (same numbers, no speedup).
+  config.prune.train_pruner = 'none'  # train: prune during training (compact mode) with this pruner...
+  config.prune.prune_from_epoch = 4  # ...from this epoch on (seed 002 trains 4 epochs unpruned first).
+  config.prune.throughput_repeats = 5  # Timed forwards per pruner (median reported), after a warm-up.
+  config.prune.visualize_pruner = 'cls_attention'  # evaluate: pruner drawn in pruning_visualization.png...
+  config.prune.visualize_images = 4  # ...for this many eval images (0 = no picture).
+  config.prune.sweep_pruner = 'cls_attention'  # sweep: pruner whose schedule is swept...
+  config.prune.sweep_alphas = (1.0, 1.2, 1.5, 2.0, 3.0)
+  config.prune.sweep_r_maxes = (0.5, 0.6, 0.7, 0.8, 0.9)
+  config.prune.sweep_split = 'validation'  # ...on this split (choose schedules on validation, never test)...
+  config.prune.sweep_tolerance = 0.004  # ...selecting the cheapest within this accuracy drop of unpruned.
+
+  # Learned pruning policies (vitprune_jax/rl): the MAPPO learner's settings.
+  config.rl = ml_collections.ConfigDict()
+  config.rl.actor_lr = 3e-4
+  config.rl.critic_lr = 1e-3
+  config.rl.gamma = 0.99
+  config.rl.gae_lambda = 0.95
+  config.rl.clip_eps = 0.2  # PPO ratio clip.
+  config.rl.value_clip_eps = 0.2  # Value-function clip around the rollout's values.
+  config.rl.entropy_coef = 0.01
+  config.rl.value_coef = 0.5
+  config.rl.max_grad_norm = 1.0
+  config.rl.num_epochs = 4  # PPO epochs per update.
+  config.rl.num_minibatches = 4  # Per epoch, over all (env, step, agent) samples.
+  config.rl.hidden_size = 64  # Width of the actor's and the critic's MLPs (two hidden layers).
+  config.rl.normalize_advantages = True
+  # The pruning game (mode='train_policy'): which policy, its rewards, and how long to train.
+  config.rl.policy = 'mappo'  # mappo (RL4EViT: per-token agents at every pruning point) | two_agent (seed 000).
+  config.rl.alpha = 1.0  # Weight of the shared accuracy reward.
+  config.rl.beta = 0.5  # mappo: weight of each pruned token's efficiency reward.
+  config.rl.accuracy_clip = 5.0  # Floor on the log-probability change in the accuracy reward.
+  config.rl.pruning_points = ()  # mappo: blocks after which agents act; () = every block but the last.
+  config.rl.target_prune_ratio = 0.5  # two_agent: share of patches to prune...
+  config.rl.ratio_penalty = 2.0  # ...and lambda in reward = accuracy - lambda * |achieved - target|.
+  config.rl.two_agent_point = 0  # two_agent: the block after which both agents vote.
+  config.rl.num_envs = 64  # Images (episodes) per update, global.
+  config.rl.num_updates = 200
+  config.rl.log_every = 10
+  config.rl.checkpoint_every = 50
+  # Compact-mode capacity per layer: this quantile of the tokens the policy keeps on validation images, rounded
+  # up to the bucket. Images that want more keep their best-scored tokens; 1.0 = never cut a decision.
+  config.rl.capacity_quantile = 0.9
+  config.rl.capacity_bucket = 4
+  config.rl.policy_dir = ''  # evaluate: a train_policy workdir whose policy joins the comparison.
   return config

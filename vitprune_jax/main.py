@@ -18,7 +18,9 @@ from vitprune_jax.errors import UserError
 # mode -> 'module:function'; imported lazily so `--help` and bad flags answer fast.
 MODES = {
     'train': 'vitprune_jax.training.train:train_and_evaluate',
-    'evaluate': 'vitprune_jax.evaluation.evaluate:evaluate',
+    'evaluate': 'vitprune_jax.evaluation.compare:evaluate',
+    'sweep': 'vitprune_jax.evaluation.sweep:sweep',
+    'train_policy': 'vitprune_jax.rl.train_policy:train_policy',
 }
 
 FLAGS = flags.FLAGS
@@ -54,8 +56,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     key = e
     while isinstance(key, BaseException) and key.args:  # AttributeError(KeyError("'name'")).
       key = key.args[0]
-    key = str(key).strip('\'"')
-    message = f'unknown config key {key!r} in a --config.<key> override; valid keys are in configs/default.py'
+    lines = [line.strip('\'" ') for line in str(key).splitlines()]  # ml_collections adds "Did you mean ...".
+    hint = f' ({lines[1][0].lower()}{lines[1][1:]})' if len(lines) > 1 and lines[1] else ''
+    message = (f'unknown config key {lines[0]!r}{hint} in a --config.<key> override; valid keys are in '
+               'configs/default.py')
   except OSError as e:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     message = f'could not load the config file: {lines[-1] if lines else e}'

@@ -149,3 +149,13 @@ def test_wrong_image_size_is_a_clear_error(tiny):
   model, params, _ = tiny
   with pytest.raises(ValueError, match='image_size'):
     model.apply({'params': params}, jnp.zeros((1, 16, 16, 1)))
+
+
+def test_stage_functions_compose_to_the_model(tiny):
+  model, params, images = tiny
+  mask = jnp.ones((3, TINY.num_tokens)).at[:, 7].set(0.0)
+  expected, _ = model.apply({'params': params}, images, keep_mask=mask)
+  x = vit.embed(TINY, params, images)
+  for layer in range(TINY.num_layers):
+    x, _ = vit.apply_block(TINY, params, layer, x, mask)
+  np.testing.assert_allclose(vit.readout(TINY, params, x), expected, atol=1e-5)

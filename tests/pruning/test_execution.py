@@ -32,3 +32,24 @@ def test_mask_and_compact_give_the_same_logits(name):
 def test_unknown_mode():
   with pytest.raises(ValueError):
     pruning.make_selector(pruning.make_pruner('random', CFG, r_max=0.5, alpha=1.0), mode='fast')
+
+
+def test_threshold_drops_low_scores_inside_the_capacity():
+  """A learned policy's 'prune' votes are honoured even when the capacity has room for more tokens."""
+  from vitprune_jax.models.vit import TokenStats  # pylint: disable=g-import-not-at-top
+  from vitprune_jax.pruning.pruners import Pruner  # pylint: disable=g-import-not-at-top
+  scores = jax.numpy.array([[0.0, 2.0, -1.0, 3.0, -2.0, 1.0]])
+  pruner = Pruner('votes', lambda *_: scores, (4,), threshold=0.0)
+  stats = TokenStats(jax.numpy.zeros((1, 6)), jax.numpy.zeros((1, 6)))
+  x = jax.numpy.arange(6.0)[None, :, None]
+  for mode in pruning.MODES:
+    new_x, mask = pruning.make_selector(pruner, mode=mode)(0, x, jax.numpy.ones((1, 6)), stats)
+    if mode == 'mask':
+      np.testing.assert_array_equal(mask, [[1, 1, 0, 1, 0, 1]])
+    else:  # Capacity 4: CLS and the three best (1, 3, 5); all pass the threshold.
+      np.testing.assert_array_equal(new_x[0, :, 0], [0, 1, 3, 5])
+      np.testing.assert_array_equal(mask, [[1, 1, 1, 1]])
+  tight = Pruner('votes', lambda *_: scores, (6,), threshold=2.5)  # Capacity >= N: mask only, no gather.
+  new_x, mask = pruning.make_selector(tight, mode='compact')(0, x, jax.numpy.ones((1, 6)), stats)
+  assert new_x.shape == x.shape
+  np.testing.assert_array_equal(mask, [[1, 0, 0, 1, 0, 0]])

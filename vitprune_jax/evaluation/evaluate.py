@@ -1,33 +1,39 @@
-"""Classification evaluation: the jitted eval step, split-level metrics, and `mode='evaluate'`.
+"""Classification evaluation: the jitted eval function (optionally pruned), split-level metrics, model reuse.
 
-`mode='evaluate'` rebuilds the model from the checkpoint's own metadata, so any run's checkpoint can be evaluated
-(or reused) without repeating its model config.
+`load_model_for_reuse` rebuilds the model from a checkpoint's own metadata, so any run's checkpoint can be
+evaluated, pruned or given to a policy without repeating its model config.
 """
 import functools
-import json
-import os
-from typing import Any
+import time
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
 from jax.experimental import multihost_utils
 from sklearn import metrics as skmetrics
 
-from vitprune_jax import checkpoints, parallel
+from vitprune_jax import checkpoints, parallel, pruning
 from vitprune_jax.data import input_pipeline
 from vitprune_jax.errors import UserError
 from vitprune_jax.models import vit
 
 
-@functools.partial(jax.jit, static_argnames=('model',))
-def eval_step(params: Any, batch: dict[str, jax.Array], model: vit.VisionTransformer) -> dict[str, jax.Array]:
-  logits, _ = model.apply({'params': params}, batch['image'], train=False)
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
-  return {'pred': jnp.argmax(logits, -1), 'loss': loss, 'label': batch['label'], 'mask': batch['mask']}
+@functools.lru_cache(maxsize=64)
+def eval_fn(model: vit.VisionTransformer, pruner: Optional[pruning.Pruner] = None, mode: str = 'compact'
+            ) -> Callable[..., dict[str, jax.Array]]:
+  """Jitted `(params, batch, rng) -> per-example outputs`, one compile per (model, pruner, mode)."""
+
+  def fn(params, batch, rng):
+    selector = None if pruner is None else pruning.make_selector(pruner, mode=mode, rng=rng)
+    logits, aux = model.apply({'params': params}, batch['image'], train=False, token_selector=selector)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
+    return {'pred': jnp.argmax(logits, -1), 'loss': loss, 'label': batch['label'], 'mask': batch['mask'],
+            'kept': jnp.stack(aux.kept, axis=1)}
+
+  return jax.jit(fn)
 
 
 def classification_metrics(preds: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:
@@ -39,17 +45,31 @@ def classification_metrics(preds: np.ndarray, labels: np.ndarray, num_classes: i
 
 
 def evaluate_params(config: ml_collections.ConfigDict, model: vit.VisionTransformer, params: Any, split: str,
-                    mesh: jax.sharding.Mesh) -> dict[str, float]:
-  """Accuracy, macro-F1 and mean loss of `params` on every example of `split` (over all hosts)."""
+                    mesh: jax.sharding.Mesh, pruner: Optional[pruning.Pruner] = None, mode: str = 'compact',
+                    rng: Optional[jax.Array] = None) -> dict[str, Any]:
+  """Accuracy, macro-F1, mean loss and mean tokens kept per layer on every example of `split` (all hosts)."""
   ds = input_pipeline.make_dataset(config, split, global_batch_size=config.eval.batch_size, train=False)
-  outs = []
-  for batch in input_pipeline.as_numpy(ds):
-    out = eval_step(params, parallel.shard_batch(batch, mesh), model)
-    outs.append(multihost_utils.process_allgather(out, tiled=True))
+  rng = jax.random.PRNGKey(config.seed) if rng is None else rng
+  outs, fn, start, compile_time = [], None, None, 0.0
+  for i, batch in enumerate(input_pipeline.as_numpy(ds)):
+    batch = parallel.shard_batch(batch, mesh)
+    key = jax.random.fold_in(rng, i)
+    if fn is None:  # Compile ahead of time so the reported eval time is the steady state only.
+      t0 = time.perf_counter()
+      fn = eval_fn(model, pruner, mode).lower(params, batch, key).compile()
+      start = time.perf_counter()
+      compile_time = start - t0
+    outs.append(multihost_utils.process_allgather(fn(params, batch, key), tiled=True))
+  if not outs:
+    raise UserError(f'The {split!r} split of {config.dataset.name} is empty; check --config.dataset.val_fraction '
+                    'and test_fraction.')
   cat = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
   keep = cat['mask'] > 0
   result = classification_metrics(cat['pred'][keep], cat['label'][keep], model.config.num_classes)
-  result.update(loss=float(np.mean(cat['loss'][keep])), num_examples=int(keep.sum()))
+  result.update(loss=float(np.mean(cat['loss'][keep])), num_examples=int(keep.sum()),
+                eval_time_s=time.perf_counter() - start, compile_time_s=compile_time,
+                tokens_per_layer=[float(v) for v in cat['kept'][keep].mean(axis=0)],
+                kept_counts=cat['kept'][keep])
   return result
 
 
@@ -74,24 +94,3 @@ def load_model_for_reuse(config: ml_collections.ConfigDict, path: str, mesh: jax
                                        params_like)
   params = checkpoints.load_params(ckpt_dir, step, params_like)
   return model, params, dict(meta, checkpoint_dir=ckpt_dir, checkpoint_step=step)
-
-
-def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """`mode='evaluate'`: accuracy and macro-F1 of a checkpoint on `config.eval.split`."""
-  mesh = parallel.make_mesh()
-  parallel.check_global_batch(config.eval.batch_size, 'eval.batch_size')
-  source = config.eval.checkpoint_dir or workdir
-  model, params, meta = load_model_for_reuse(config, source, mesh)
-  split = config.eval.split
-  result = evaluate_params(config, model, params, split, mesh)
-  results = {f'{split}_accuracy': result['accuracy'], f'{split}_macro_f1': result['macro_f1'],
-             f'{split}_loss': result['loss'], 'split': split, 'num_examples': result['num_examples'],
-             'dataset': config.dataset.name, 'checkpoint_dir': meta['checkpoint_dir'],
-             'checkpoint_step': meta['checkpoint_step']}
-  logging.info('Evaluation: %s', results)
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, 'evaluate_results.json'), 'w') as f:
-      json.dump(results, f, indent=2)
-  print(json.dumps(results))
-  return results

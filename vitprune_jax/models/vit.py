@@ -240,3 +240,31 @@ class _PosEmbed(nn.Module):
 
 def create_model(vit_config: ViTConfig) -> VisionTransformer:
   return VisionTransformer(vit_config)
+
+
+# Stage-by-stage inference with the same parameters, for code that must stop between blocks (the RL
+# environment runs one pruning point per step). `test_vit.py` checks that the stages compose to `__call__`.
+
+
+def embed(cfg: ViTConfig, params: Any, images: Array) -> Array:
+  """Patch embedding, CLS token and position embedding: the tokens block 0 sees, (B, N, D)."""
+  dtype = jnp.dtype(cfg.dtype)
+  x = nn.Conv(cfg.hidden_size, (cfg.patch_size, cfg.patch_size), strides=(cfg.patch_size, cfg.patch_size),
+              padding='VALID', dtype=dtype).apply({'params': params['embedding']}, images.astype(dtype))
+  x = x.reshape(x.shape[0], -1, cfg.hidden_size)
+  cls = jnp.broadcast_to(params['cls'].astype(dtype), (x.shape[0], 1, cfg.hidden_size))
+  x = jnp.concatenate([cls, x], axis=1)
+  return x + params['Transformer']['posembed_input']['pos_embedding'].astype(dtype)
+
+
+def apply_block(cfg: ViTConfig, params: Any, layer: int, x: Array, keep_mask: Array) -> tuple[Array, Array]:
+  """Block `layer` in inference mode: (tokens, attention probabilities (B, H, N, N))."""
+  block = EncoderBlock(cfg.num_heads, cfg.mlp_dim, 0.0, dtype=jnp.dtype(cfg.dtype))
+  return block.apply({'params': params['Transformer'][f'encoderblock_{layer}']}, x, keep_mask, deterministic=True)
+
+
+def readout(cfg: ViTConfig, params: Any, x: Array) -> Array:
+  """Final LayerNorm and the classification head on CLS: logits (B, classes) fp32."""
+  dtype = jnp.dtype(cfg.dtype)
+  x = nn.LayerNorm(dtype=dtype, epsilon=1e-6).apply({'params': params['Transformer']['encoder_norm']}, x)
+  return nn.Dense(cfg.num_classes).apply({'params': params['head']}, x[:, 0]).astype(jnp.float32)

@@ -44,10 +44,14 @@ def make_selector(pruner: Pruner, *, mode: str, rng: Optional[Array] = None) -> 
   key = jax.random.PRNGKey(0) if rng is None else rng
 
   def selector(layer: int, x: Array, keep_mask: Array, stats: TokenStats) -> tuple[Array, Array]:
-    k = pruner.budget[layer]
-    if k >= x.shape[1]:
+    k = min(pruner.budget[layer], x.shape[1])
+    if k == x.shape[1] and pruner.threshold is None:
       return x, keep_mask
     scores = pruner.score_fn(layer, x, keep_mask, stats, key)
+    if pruner.threshold is not None:
+      keep_mask = keep_mask * (scores >= pruner.threshold).at[:, 0].set(True)
+      if k == x.shape[1]:
+        return x, keep_mask
     return apply_selection(x, keep_mask, select_top_k(scores, keep_mask, k), mode)
 
   return selector

@@ -33,7 +33,10 @@ PRUNERS = ('none', 'random', 'greedy', 'cls_attention', 'mean_attention', 'simil
 class Pruner:
   name: str
   score_fn: Optional[ScoreFn]  # None = keep everything.
-  budget: tuple[int, ...]  # Tokens (CLS included) kept after each layer.
+  budget: tuple[int, ...]  # Tokens (CLS included) kept after each layer: the static capacity.
+  # Learned policies decide per image: a token scoring below the threshold is dropped even if the capacity
+  # has room (it then stays masked inside the capacity). None = fill the capacity.
+  threshold: Optional[float] = None
 
 
 def cls_attention_score(layer: int, x: Array, keep_mask: Array, stats: TokenStats, key: Array) -> Array:
