@@ -1,0 +1,21 @@
+"""two_agent pruning policy for the quickstart ViT (reuses runs/digits; override --config.eval.checkpoint_dir).
+
+  python -m vitprune_jax.main --config configs/digits_two_agent.py --workdir runs/digits_two_agent
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import digits_vit  # pylint: disable=g-import-not-at-top
+
+
+def get_config():
+  config = digits_vit.get_config()
+  config.mode = 'train_policy'
+  config.eval.checkpoint_dir = 'runs/digits'
+  config.rl.policy = 'two_agent'
+  config.rl.num_envs = 64
+  config.rl.num_updates = 150
+  config.rl.log_every = 10
+  config.rl.checkpoint_every = 50
+  return config

@@ -1,0 +1,95 @@
+"""mode='train_policy' on a tiny trained digits ViT: results, resume, reuse by mode='evaluate', clear errors."""
+import json
+import os
+import sys
+
+import pytest
+
+from vitprune_jax import checkpoints
+from vitprune_jax.errors import UserError
+from vitprune_jax.evaluation import compare
+from vitprune_jax.rl import train_policy
+from vitprune_jax.training import train
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'training'))
+from test_train import tiny_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@pytest.fixture(scope='module')
+def vit_run(tmp_path_factory):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  spec = importlib.util.spec_from_file_location('d', os.path.join(repo, 'configs', 'default.py'))
+  d = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(d)
+  config = tiny_config(d.get_config(), epochs=2)
+  config.unlock()
+  config.model.num_layers = 2
+  workdir = str(tmp_path_factory.mktemp('vit'))
+  train.train_and_evaluate(config, workdir)
+  return config, workdir
+
+
+def _policy_config(config, vit_dir, policy, updates):
+  c = config.copy_and_resolve_references()
+  c.mode = 'train_policy'
+  c.eval.checkpoint_dir = vit_dir
+  c.rl.policy = policy
+  c.rl.num_envs = 16
+  c.rl.num_updates = updates
+  c.rl.log_every = 2
+  c.rl.checkpoint_every = 2
+  c.prune.throughput_repeats = 1
+  return c
+
+
+@pytest.mark.parametrize('policy', ['mappo', 'two_agent'])
+def test_train_policy_writes_the_comparison(vit_run, tmp_path, policy):
+  config, vit_dir = vit_run
+  out = train_policy.train_policy(_policy_config(config, vit_dir, policy, 4), str(tmp_path))
+  saved = json.loads((tmp_path / 'train_policy_results.json').read_text())
+  names = [r['pruner'] for r in saved['records']]
+  assert names == ['none', 'random@matched', 'cls_attention@matched', policy, f'{policy}+fill']
+  caps = saved['records'][0]['capacities']
+  # Matched: the heuristics and the policy run the same per-layer capacities, hence the same GFLOPs.
+  gflops = {r['pruner']: r['gflops'] for r in saved['records']}
+  assert gflops['random@matched'] == gflops['cls_attention@matched'] == gflops[policy] == gflops[f'{policy}+fill']
+  assert len(caps) == 2 and all(2 <= c <= 17 for c in caps)
+  assert out['updates'] == 4 and os.listdir(tmp_path / 'policy' / 'checkpoints')
+
+
+def test_resume_and_reuse_by_evaluate(vit_run, tmp_path):
+  config, vit_dir = vit_run
+  train_policy.train_policy(_policy_config(config, vit_dir, 'mappo', 2), str(tmp_path))
+  resumed = _policy_config(config, vit_dir, 'mappo', 4)
+  train_policy.train_policy(resumed, str(tmp_path))
+  assert checkpoints.Checkpointer(str(tmp_path / 'policy'), read_only=True).latest_step() == 4
+
+  # The learned policy joins the heuristic comparison of mode='evaluate'.
+  ev = config.copy_and_resolve_references()
+  ev.eval.checkpoint_dir = vit_dir
+  ev.rl.policy_dir = str(tmp_path)
+  ev.prune.pruners = ('none', 'cls_attention', 'mappo')
+  ev.prune.throughput_repeats = 1
+  ev.prune.visualize_images = 0
+  records = compare.evaluate(ev, str(tmp_path / 'eval'))['records']
+  assert [r['pruner'] for r in records] == ['none', 'cls_attention', 'mappo']
+
+  # A two_agent run cannot resume a mappo policy directory.
+  with pytest.raises(checkpoints.CheckpointError):
+    train_policy.train_policy(_policy_config(config, vit_dir, 'two_agent', 6), str(tmp_path))
+
+
+def test_clear_errors(vit_run, tmp_path):
+  config, vit_dir = vit_run
+  c = _policy_config(config, vit_dir, 'mappo', 2)
+  c.rl.policy = 'genetic'
+  with pytest.raises(UserError, match='Unknown --config.rl.policy'):
+    train_policy.train_policy(c, str(tmp_path))
+  c = _policy_config(config, '', 'mappo', 2)
+  with pytest.raises(UserError, match='checkpoint_dir'):
+    train_policy.train_policy(c, str(tmp_path))
+  ev = config.copy_and_resolve_references()
+  ev.prune.pruners = ('mappo',)
+  with pytest.raises(UserError, match='policy_dir'):
+    compare.evaluate(ev, str(tmp_path))

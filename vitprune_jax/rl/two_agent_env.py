@@ -1,0 +1,105 @@
+"""Seed 000's game: an attention agent and a similarity agent vote on every token, once, at a target ratio.
+
+After block `point` each patch token gets two votes, keep (1) or prune (0): one from the attention agent, which
+sees the token's CLS attention and mean received attention, and one from the similarity agent, which sees the
+token's redundancy (highest cosine similarity to another patch) and its cosine similarity to CLS. A token is
+pruned only if both agents vote to prune it. The rest of the ViT then runs on the survivors (mask mode). One
+episode is one step; every vote of an image shares the reward
+
+  r = alpha * max(log p(y | pruned) - log p(y | unpruned), -c) - lambda * |achieved prune ratio - target|,
+
+so the two agents cooperate to keep accuracy while meeting the ratio. The agents share one network and are told
+apart by a one-hot type feature (parameter sharing across agent types, as MAPPO does across agents).
+Agent slots: [attention votes for tokens 0..N-1, similarity votes for tokens 0..N-1]; the CLS slots are dead.
+"""
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from vitprune_jax.models import vit
+from vitprune_jax.pruning import pruners
+from vitprune_jax.rl.learner import EnvFns, EnvObs
+
+Array = jax.Array
+NUM_FEATURES = 6
+
+
+class TwoAgentState(NamedTuple):
+  x: Array  # (N, D) tokens after block `point`.
+  label: Array
+  ref_log_prob: Array
+  keep: Array  # (N,) after the vote (all ones before).
+  correct: Array  # Pruned prediction correct (after the step).
+
+
+def vote_features(cfg: vit.ViTConfig, x: Array, keep: Array, stats: vit.TokenStats) -> Array:
+  """(2N, 6) observations of one image: attention agent's slots, then the similarity agent's."""
+  n = cfg.num_tokens
+  slots = x.shape[0]
+  x = jax.lax.stop_gradient(x.astype(jnp.float32))
+  redundancy = -pruners.similarity_score(0, x[None], keep[None], None, None)[0]
+  xn = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+  to_cls = xn @ xn[0]
+  zeros, ones = jnp.zeros((slots,)), jnp.ones((slots,))
+  attention = jnp.stack([stats.cls_attention * n, stats.mean_attention * n, zeros, zeros, ones, zeros], -1)
+  similarity = jnp.stack([zeros, zeros, redundancy, to_cls, zeros, ones], -1)
+  return jnp.concatenate([attention, similarity], axis=0)
+
+
+def combine_votes(votes: Array, keep: Array) -> Array:
+  """Token kept if either agent votes keep; (2N,) votes -> (N,) keep mask (CLS always kept)."""
+  n = keep.shape[-1]
+  kept = jnp.maximum(votes[..., :n], votes[..., n:]).astype(jnp.float32)
+  return (keep * kept).at[..., 0].set(1.0)
+
+
+def make_env(cfg: vit.ViTConfig, params: Any, *, point: int, alpha: float, target_prune_ratio: float,
+             ratio_penalty: float, accuracy_clip: float = 5.0) -> EnvFns:
+  if not 0 <= point < cfg.num_layers - 1:
+    raise ValueError(f'two_agent_point must be a block index below {cfg.num_layers - 1}, got {point}')
+  params = jax.lax.stop_gradient(params)
+  n = cfg.num_tokens
+
+  def run(x, keep, layers):
+    stats = None
+    for layer in layers:
+      x, probs = vit.apply_block(cfg, params, layer, x[None], keep[None])
+      x = x[0]
+      stats = vit.token_statistics(probs, keep[None])
+    return x, stats
+
+  def observe(x, keep, stats):
+    obs = vote_features(cfg, x, keep, vit.TokenStats(stats.cls_attention[0], stats.mean_attention[0]))
+    alive = jnp.concatenate([keep, keep]).at[0].set(0.0).at[n].set(0.0)
+    pooled = jnp.mean(x.astype(jnp.float32), axis=0)
+    return EnvObs(obs=obs, global_state=jnp.concatenate([pooled, x[0].astype(jnp.float32)]), alive=alive)
+
+  def reset_one(image, label):
+    keep = jnp.ones((n,), jnp.float32)
+    x, stats = run(vit.embed(cfg, params, image[None])[0], keep, range(point + 1))
+    full, _ = run(x, keep, range(point + 1, cfg.num_layers))
+    ref = jax.nn.log_softmax(vit.readout(cfg, params, full[None])[0])[label]
+    state = TwoAgentState(x=x, label=label, ref_log_prob=ref, keep=keep, correct=jnp.zeros(()))
+    return state, observe(x, keep, stats)
+
+  def step_one(state, votes):
+    keep = combine_votes(votes, state.keep)
+    x, stats = run(state.x, keep, range(point + 1, cfg.num_layers))
+    logits = vit.readout(cfg, params, x[None])[0]
+    log_prob = jax.nn.log_softmax(logits)[state.label]
+    achieved = 1.0 - jnp.sum(keep[1:]) / (n - 1)
+    shared = (alpha * jnp.maximum(log_prob - state.ref_log_prob, -accuracy_clip) -
+              ratio_penalty * jnp.abs(achieved - target_prune_ratio))
+    new = state._replace(keep=keep, correct=(jnp.argmax(logits) == state.label).astype(jnp.float32))
+    obs = observe(x, keep, stats)
+    reward = jnp.full((2 * n,), shared).at[0].set(0.0).at[n].set(0.0)
+    return new, obs, reward, jnp.ones((2 * n,))
+
+  def metrics(state: TwoAgentState) -> dict[str, Array]:
+    return {'kept_fraction': jnp.mean(jnp.sum(state.keep[:, 1:], -1) / (n - 1)),
+            'accuracy': jnp.mean(state.correct)}
+
+  return EnvFns(reset=lambda key, inputs: jax.vmap(reset_one)(inputs['image'], inputs['label']),
+                step=lambda key, state, actions: jax.vmap(step_one)(state, actions),
+                num_steps=1, metrics=metrics)
