@@ -10,7 +10,7 @@ import functools
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Optional
 
 import flax
 import jax
@@ -22,7 +22,7 @@ from absl import logging
 from clu import metric_writers, metrics, periodic_actions
 from flax.training import train_state
 
-from vitprune_jax import checkpoints, parallel
+from vitprune_jax import checkpoints, parallel, pruning
 from vitprune_jax.data import input_pipeline
 from vitprune_jax.errors import UserError
 from vitprune_jax.evaluation import evaluate as evaluation
@@ -72,11 +72,15 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array, num_cla
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, num_classes: int, label_smoothing: float,
-               learning_rate_fn: optax.Schedule) -> tuple[TrainState, TrainMetrics]:
-  dropout_rng = jax.random.fold_in(state.rng, state.step)
+               learning_rate_fn: optax.Schedule, pruner: Optional[pruning.Pruner] = None
+               ) -> tuple[TrainState, TrainMetrics]:
+  """One AdamW step; with a pruner, the forward runs in compact mode so pruned training is really cheaper."""
+  dropout_rng, prune_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
+  selector = None if pruner is None else pruning.make_selector(pruner, mode='compact', rng=prune_rng)
 
   def loss_fn(params):
-    logits, _ = state.apply_fn({'params': params}, batch['image'], train=True, rngs={'dropout': dropout_rng})
+    logits, _ = state.apply_fn({'params': params}, batch['image'], train=True, rngs={'dropout': dropout_rng},
+                               token_selector=selector)
     loss = cross_entropy(logits, batch['label'], batch['mask'], num_classes, label_smoothing)
     return loss, logits
 
@@ -132,10 +136,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if start_step == 0:
     writer.write_hparams({k: v for k, v in _flat(config.to_dict()).items()})
   report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
-  p_train_step = jax.jit(
-      functools.partial(train_step, num_classes=info.num_classes, label_smoothing=config.train.label_smoothing,
-                        learning_rate_fn=learning_rate_fn),
-      donate_argnums=(0,))
+  step_fn = functools.partial(train_step, num_classes=info.num_classes,
+                              label_smoothing=config.train.label_smoothing, learning_rate_fn=learning_rate_fn)
+  p_train_step = jax.jit(step_fn, donate_argnums=(0,))
+  pruner = train_pruner(config, model)
+  p_pruned_step = jax.jit(functools.partial(step_fn, pruner=pruner), donate_argnums=(0,)) if pruner else None
   halt_at = start_step + config.train.halt_after_steps if config.train.halt_after_steps > 0 else None
 
   step = start_step
@@ -146,8 +151,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     ds = input_pipeline.make_dataset(config, 'train', global_batch_size=config.train.batch_size, train=True,
                                      epoch=epoch, skip_batches=skip)
     window = None
+    pruning_now = pruner is not None and epoch >= config.prune.prune_from_epoch
+    step_now = p_pruned_step if pruning_now else p_train_step
+    epoch_start = time.time()
     for batch in input_pipeline.as_numpy(ds):
-      state, step_metrics = p_train_step(state, parallel.shard_batch(batch, mesh))
+      state, step_metrics = step_now(state, parallel.shard_batch(batch, mesh))
       step += 1
       window = step_metrics if window is None else window.merge(step_metrics)
       report_progress(step)
@@ -165,9 +173,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if step == halt_at and step != (epoch + 1) * steps_per_epoch:
       ckpt.save(step, state.params, _opt_items(state), _meta(config, model, info, epoch, step))
       break
-    val = evaluation.evaluate_params(config, model, state.params, 'validation', mesh)
+    epoch_time = time.time() - epoch_start
+    # Validation as the model will be used: pruned once pruning has started.
+    val = evaluation.evaluate_params(config, model, state.params, 'validation', mesh,
+                                     pruner if pruning_now else None)
     writer.write_scalars(step, {'val_accuracy': val['accuracy'], 'val_loss': val['loss'],
-                                'epoch': epoch + 1})
+                                'epoch': epoch + 1, 'epoch_train_time_s': epoch_time,
+                                'pruning': float(pruning_now)})
     best_val = max(best_val, val['accuracy'])
     ckpt.save(step, state.params, _opt_items(state),
               _meta(config, model, info, epoch + 1, step, val_accuracy=val['accuracy']), best=True)
@@ -206,11 +218,24 @@ def _final_results(config, model, info, state, ckpt, mesh) -> dict[str, Any]:
   best = evaluation.evaluate_params(config, model, best_params, split, mesh)
   final = evaluation.evaluate_params(config, model, state.params, split, mesh)
   best_meta = ckpt.best.metrics(best_step) or {}
-  return {'test_accuracy': best['accuracy'], 'test_macro_f1': best['macro_f1'], 'split': split,
-          'checkpoint': 'best', 'best_step': int(best_step),
-          'best_val_accuracy': float(best_meta.get(checkpoints.BEST_METRIC, float('nan'))),
-          'final_test_accuracy': final['accuracy'], 'dataset': info.name,
-          'num_examples': best['num_examples']}
+  results = {'test_accuracy': best['accuracy'], 'test_macro_f1': best['macro_f1'], 'split': split,
+             'checkpoint': 'best', 'best_step': int(best_step),
+             'best_val_accuracy': float(best_meta.get(checkpoints.BEST_METRIC, float('nan'))),
+             'final_test_accuracy': final['accuracy'], 'dataset': info.name,
+             'num_examples': best['num_examples']}
+  pruner = train_pruner(config, model)
+  if pruner is not None:
+    pruned = evaluation.evaluate_params(config, model, best_params, split, mesh, pruner)
+    results.update(train_pruner=pruner.name, test_accuracy_pruned=pruned['accuracy'],
+                   tokens_per_layer_pruned=pruned['tokens_per_layer'])
+  return results
+
+
+def train_pruner(config: ml_collections.ConfigDict, model: vit.VisionTransformer) -> Optional[pruning.Pruner]:
+  if config.prune.train_pruner == 'none':
+    return None
+  return pruning.make_pruner(config.prune.train_pruner, model.config, r_max=config.prune.r_max,
+                             alpha=config.prune.alpha)
 
 
 def _opt_items(state: TrainState) -> dict[str, Any]:
