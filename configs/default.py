@@ -7,7 +7,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.mode = 'train'  # train | evaluate | sweep | train_policy
+  config.mode = 'train'  # train | evaluate | sweep | train_policy | finetune
   config.seed = 0
 
   config.dataset = ml_collections.ConfigDict()

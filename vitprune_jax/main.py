@@ -21,6 +21,7 @@ MODES = {
     'evaluate': 'vitprune_jax.evaluation.compare:evaluate',
     'sweep': 'vitprune_jax.evaluation.sweep:sweep',
     'train_policy': 'vitprune_jax.rl.train_policy:train_policy',
+    'finetune': 'vitprune_jax.rl.finetune:finetune',
 }
 
 FLAGS = flags.FLAGS

@@ -93,3 +93,20 @@ def test_clear_errors(vit_run, tmp_path):
   ev.prune.pruners = ('mappo',)
   with pytest.raises(UserError, match='policy_dir'):
     compare.evaluate(ev, str(tmp_path))
+
+
+def test_finetune_with_the_policy_in_the_loop(vit_run, tmp_path):
+  from vitprune_jax.rl import finetune  # pylint: disable=g-import-not-at-top
+  config, vit_dir = vit_run
+  train_policy.train_policy(_policy_config(config, vit_dir, 'mappo', 2), str(tmp_path / 'policy_run'))
+  ft = config.copy_and_resolve_references()
+  ft.mode = 'finetune'
+  ft.eval.checkpoint_dir = vit_dir
+  ft.rl.policy_dir = str(tmp_path / 'policy_run')
+  ft.train.num_epochs = 1
+  ft.prune.prune_from_epoch = 0
+  results = finetune.finetune(ft, str(tmp_path / 'ft'))
+  assert results['train_pruner'] == 'mappo' and 0 <= results['test_accuracy_pruned'] <= 1
+  # It started from the trained ViT, not from scratch: same architecture, a checkpoint of its own.
+  saved = json.loads((tmp_path / 'ft' / 'train_results.json').read_text())
+  assert saved['steps'] == 1258 // 128

@@ -72,11 +72,11 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array, num_cla
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, num_classes: int, label_smoothing: float,
-               learning_rate_fn: optax.Schedule, pruner: Optional[pruning.Pruner] = None
-               ) -> tuple[TrainState, TrainMetrics]:
-  """One AdamW step; with a pruner, the forward runs in compact mode so pruned training is really cheaper."""
+               learning_rate_fn: optax.Schedule, pruner: Optional[pruning.Pruner] = None,
+               prune_mode: str = 'compact') -> tuple[TrainState, TrainMetrics]:
+  """One AdamW step; with a pruner in compact mode the forward really runs on fewer tokens (cheaper steps)."""
   dropout_rng, prune_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
-  selector = None if pruner is None else pruning.make_selector(pruner, mode='compact', rng=prune_rng)
+  selector = None if pruner is None else pruning.make_selector(pruner, mode=prune_mode, rng=prune_rng)
 
   def loss_fn(params):
     logits, _ = state.apply_fn({'params': params}, batch['image'], train=True, rngs={'dropout': dropout_rng},
@@ -109,9 +109,17 @@ def _check_finite(values: dict[str, float], step: int, workdir: str) -> None:
                     f'{workdir} is kept. Lower --config.train.learning_rate or set --config.model.dtype=float32.')
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains (resuming from `workdir` if it holds a checkpoint), evaluates every epoch, writes train_results.json."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       init: Optional[tuple[vit.VisionTransformer, Any]] = None,
+                       pruner: Optional[pruning.Pruner] = None, prune_mode: str = 'compact') -> dict[str, Any]:
+  """Trains (resuming from `workdir` if it holds a checkpoint), evaluates every epoch, writes train_results.json.
+
+  `init` = (model, params) starts from another run's weights (fine-tuning); `pruner` replaces
+  `config.prune.train_pruner` (e.g. a learned policy), applied from `config.prune.prune_from_epoch` on.
+  """
   model, info = build_model(config)
+  if init is not None:
+    model = init[0]
   mesh = parallel.make_mesh()
   parallel.check_global_batch(config.train.batch_size, 'train.batch_size')
   parallel.check_global_batch(config.eval.batch_size, 'eval.batch_size')
@@ -125,6 +133,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   init_fn = functools.partial(create_train_state, model=model, optimizer=optimizer, image_shape=info.image_shape)
   state = jax.jit(init_fn, out_shardings=parallel.replicated_sharding(mesh))(jax.random.PRNGKey(config.seed))
+  if init is not None:
+    state = state.replace(params=init[1], opt_state=optimizer.init(init[1]))
   ckpt = checkpoints.Checkpointer(workdir)
   if ckpt.latest_step() is not None:
     params, opt, meta = ckpt.restore_latest(state.params, _opt_items(state))
@@ -139,8 +149,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   step_fn = functools.partial(train_step, num_classes=info.num_classes,
                               label_smoothing=config.train.label_smoothing, learning_rate_fn=learning_rate_fn)
   p_train_step = jax.jit(step_fn, donate_argnums=(0,))
-  pruner = train_pruner(config, model)
-  p_pruned_step = jax.jit(functools.partial(step_fn, pruner=pruner), donate_argnums=(0,)) if pruner else None
+  pruner = pruner if pruner is not None else train_pruner(config, model)
+  p_pruned_step = (jax.jit(functools.partial(step_fn, pruner=pruner, prune_mode=prune_mode), donate_argnums=(0,))
+                   if pruner else None)
   halt_at = start_step + config.train.halt_after_steps if config.train.halt_after_steps > 0 else None
 
   step = start_step
@@ -195,7 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.close()
     return {'halted_at_step': step, 'total_steps': total_steps}
 
-  results = _final_results(config, model, info, state, ckpt, mesh)
+  results = _final_results(config, model, info, state, ckpt, mesh, pruner)
   results.update(train_time_s=round(train_time, 2), steps=total_steps, epochs=config.train.num_epochs,
                  resumed_from_step=start_step)
   if jax.process_index() == 0:
@@ -209,7 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return results
 
 
-def _final_results(config, model, info, state, ckpt, mesh) -> dict[str, Any]:
+def _final_results(config, model, info, state, ckpt, mesh, pruner) -> dict[str, Any]:
   """Test figures of the checkpoint with the best validation accuracy (and of the final params)."""
   split = config.eval.split
   best_step = ckpt.best.best_step()
@@ -223,7 +234,6 @@ def _final_results(config, model, info, state, ckpt, mesh) -> dict[str, Any]:
              'best_val_accuracy': float(best_meta.get(checkpoints.BEST_METRIC, float('nan'))),
              'final_test_accuracy': final['accuracy'], 'dataset': info.name,
              'num_examples': best['num_examples']}
-  pruner = train_pruner(config, model)
   if pruner is not None:
     pruned = evaluation.evaluate_params(config, model, best_params, split, mesh, pruner)
     results.update(train_pruner=pruner.name, test_accuracy_pruned=pruned['accuracy'],

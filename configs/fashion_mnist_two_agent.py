@@ -1,0 +1,21 @@
+"""two_agent pruning policy for the Fashion-MNIST benchmark ViT (reuses runs/fashion).
+
+  python -m vitprune_jax.main --config configs/fashion_mnist_two_agent.py --workdir runs/fashion_two_agent
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import fashion_mnist_vit  # pylint: disable=g-import-not-at-top
+
+
+def get_config():
+  config = fashion_mnist_vit.get_config()
+  config.mode = 'train_policy'
+  config.eval.checkpoint_dir = 'runs/fashion'
+  config.rl.policy = 'two_agent'
+  config.rl.num_envs = 64
+  config.rl.num_updates = 300
+  config.rl.log_every = 10
+  config.rl.checkpoint_every = 50
+  return config
