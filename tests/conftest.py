@@ -1,6 +1,5 @@
 """Shared pytest fixtures."""
 import gzip
-import importlib.util
 import pathlib
 from typing import Callable
 
@@ -8,23 +7,25 @@ import ml_collections
 import numpy as np
 import pytest
 
-_DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'default.py'
+from tests import helpers
 
-
-def _load_default_config_module():
-  """configs/ is not a package, so load default.py by path (as config_flags would)."""
-  spec = importlib.util.spec_from_file_location('vitprune_default_config', _DEFAULT_CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 @pytest.fixture
 def base_config() -> ml_collections.ConfigDict:
   """A fresh, unlocked copy of configs/default.py's config for one test to modify."""
-  config = _load_default_config_module().get_config().copy_and_resolve_references()
-  config.unlock()
-  return config
+  return helpers.load_default_config()
+
+
+@pytest.fixture(scope='session')
+def tiny_trained_run(tmp_path_factory) -> tuple[ml_collections.ConfigDict, str]:
+  """A 2-layer digits ViT trained for 3 epochs (seconds), shared by every test that needs a real checkpoint."""
+  from vitprune_jax.training import train  # pylint: disable=g-import-not-at-top
+  config = helpers.tiny_config(helpers.load_default_config(), epochs=3)
+  config.model.num_layers = 2
+  workdir = str(tmp_path_factory.mktemp('tiny_trained_run'))
+  train.train_and_evaluate(config, workdir)
+  return config, workdir
 
 
 def _write_idx_gz(path: pathlib.Path, array: np.ndarray) -> None:

@@ -14,14 +14,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _STEP_SCRIPT = r'''
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
-sys.path.insert(0, 'tests/training')
-from test_train import tiny_config
-import importlib.util
-spec = importlib.util.spec_from_file_location('d', 'configs/default.py'); d = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(d)
+from tests.helpers import load_default_config, tiny_config
 from vitprune_jax import parallel
 from vitprune_jax.training import train
-config = tiny_config(d.get_config())
+config = tiny_config(load_default_config())
 config.model.dropout_rate = 0.1  # Dropout keys must not depend on the device count either.
 model, info = train.build_model(config)
 mesh = parallel.make_mesh()

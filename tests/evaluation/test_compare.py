@@ -9,26 +9,14 @@ import pytest
 from vitprune_jax.evaluation import compare, sweep
 from vitprune_jax.errors import UserError
 from vitprune_jax.training import train
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'training'))
-from test_train import tiny_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tests.helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-  """A 2-layer digits model trained for 3 epochs (a few seconds), shared by this module's tests."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location('d', os.path.join(REPO, 'configs', 'default.py'))
-  d = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(d)
-  config = tiny_config(d.get_config(), epochs=3)
-  config.unlock()
-  config.model.num_layers = 2
-  workdir = str(tmp_path_factory.mktemp('trained'))
-  train.train_and_evaluate(config, workdir)
-  return config, workdir
+@pytest.fixture
+def trained(tiny_trained_run):
+  return tiny_trained_run
 
 
 def test_comparison_records_table_and_files(trained, tmp_path):

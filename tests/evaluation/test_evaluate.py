@@ -16,17 +16,12 @@ def test_classification_metrics_by_hand():
   assert m['macro_f1'] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
 
 
-def test_reuse_rejects_a_checkpoint_for_other_images(base_config, tmp_path):
-  import sys
-  sys.path.insert(0, 'tests/training')
-  from test_train import tiny_config  # pylint: disable=g-import-not-at-top
-  from vitprune_jax.training import train  # pylint: disable=g-import-not-at-top
-  config = tiny_config(base_config)
-  config.train.halt_after_steps = 3
-  train.train_and_evaluate(config, str(tmp_path))
+def test_reuse_rejects_a_checkpoint_for_other_images(tiny_trained_run):
+  config, workdir = tiny_trained_run
+  config = config.copy_and_resolve_references()
   mesh = parallel.make_mesh()
-  model, params, meta = evaluate.load_model_for_reuse(config, str(tmp_path), mesh)
-  assert meta['checkpoint_step'] == 3 and model.config.hidden_size == 16
+  model, _, meta = evaluate.load_model_for_reuse(config, workdir, mesh)
+  assert meta['checkpoint_dir'].endswith('best') and model.config.hidden_size == 16
   config.dataset.image_size = 16
   with pytest.raises(UserError, match='image_size=8'):
-    evaluate.load_model_for_reuse(config, str(tmp_path), mesh)
+    evaluate.load_model_for_reuse(config, workdir, mesh)

@@ -1,7 +1,6 @@
 """mode='train_policy' on a tiny trained digits ViT: results, resume, reuse by mode='evaluate', clear errors."""
 import json
 import os
-import sys
 
 import pytest
 
@@ -9,25 +8,12 @@ from vitprune_jax import checkpoints
 from vitprune_jax.errors import UserError
 from vitprune_jax.evaluation import compare
 from vitprune_jax.rl import train_policy
-from vitprune_jax.training import train
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'training'))
-from test_train import tiny_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-@pytest.fixture(scope='module')
-def vit_run(tmp_path_factory):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  spec = importlib.util.spec_from_file_location('d', os.path.join(repo, 'configs', 'default.py'))
-  d = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(d)
-  config = tiny_config(d.get_config(), epochs=2)
-  config.unlock()
-  config.model.num_layers = 2
-  workdir = str(tmp_path_factory.mktemp('vit'))
-  train.train_and_evaluate(config, workdir)
-  return config, workdir
+
+@pytest.fixture
+def vit_run(tiny_trained_run):
+  return tiny_trained_run
 
 
 def _policy_config(config, vit_dir, policy, updates):

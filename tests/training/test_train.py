@@ -10,23 +10,7 @@ import pytest
 from vitprune_jax import checkpoints
 from vitprune_jax.errors import UserError
 from vitprune_jax.training import train
-
-
-def tiny_config(config, epochs=2):
-  config.dataset.name = 'digits'
-  config.dataset.image_size = 8
-  config.model.variant = 'digits'
-  config.model.hidden_size = 16
-  config.model.num_layers = 1
-  config.model.num_heads = 2
-  config.model.mlp_dim = 32
-  config.train.batch_size = 128
-  config.train.num_epochs = epochs
-  config.train.learning_rate = 3e-3
-  config.train.log_every_steps = 4
-  config.train.checkpoint_every_steps = 3
-  config.eval.batch_size = 256
-  return config
+from tests.helpers import tiny_config
 
 
 def test_cross_entropy_ignores_padding_rows():

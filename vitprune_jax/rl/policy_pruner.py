@@ -38,7 +38,11 @@ def mappo_score_fn(cfg: vit.ViTConfig, actor: nn.Module, actor_params: Any, poin
 
 
 def two_agent_score_fn(cfg: vit.ViTConfig, actor: nn.Module, actor_params: Any, point: int):
-  """Score = the higher of the two agents' keep logits: a token survives if either votes keep."""
+  """Score = logit of the probability that a token survives the vote (either agent votes keep).
+
+  Thresholding it at 0 keeps the tokens more likely kept than not under the trained (stochastic) policy; taking
+  each agent's own most likely vote instead would prune everything when both agents keep with p < 0.5.
+  """
 
   def score(layer: int, x: Array, keep_mask: Array, stats: vit.TokenStats, key: Array) -> Array:
     del key
@@ -48,7 +52,9 @@ def two_agent_score_fn(cfg: vit.ViTConfig, actor: nn.Module, actor_params: Any, 
         x, keep_mask, stats.cls_attention, stats.mean_attention)
     logits = actor.apply(actor_params, obs)
     n = x.shape[1]
-    return jnp.maximum(logits[:, :n], logits[:, n:])
+    # log P(both vote prune) = log(1 - sigmoid(a)) + log(1 - sigmoid(s)); score = log(P(keep) / P(prune)).
+    log_prune = jax.nn.log_sigmoid(-logits[:, :n]) + jax.nn.log_sigmoid(-logits[:, n:])
+    return jnp.log(-jnp.expm1(log_prune)) - log_prune
 
   return score
 

@@ -53,7 +53,8 @@ def num_features(cfg: vit.ViTConfig) -> int:
   return cfg.hidden_size + 6
 
 
-def _run(cfg: vit.ViTConfig, params: Any, x: Array, keep: Array, layers: Sequence[int]) -> tuple[Array, Any]:
+def run_blocks(cfg: vit.ViTConfig, params: Any, x: Array, keep: Array, layers: Sequence[int]
+               ) -> tuple[Array, Any]:
   """Blocks `layers` on one image (batch of 1 inside), returning tokens and the last block's statistics."""
   stats = None
   for layer in layers:
@@ -104,8 +105,8 @@ def make_env(cfg: vit.ViTConfig, params: Any, *, alpha: float, beta: float, poin
   def reset_one(image: Array, label: Array) -> tuple[PruningState, EnvObs]:
     keep = jnp.ones((cfg.num_tokens,), jnp.float32)
     x0 = vit.embed(cfg, params, image[None])[0]
-    x, stats = _run(cfg, params, x0, keep, range(points[0] + 1))
-    full, _ = _run(cfg, params, x, keep, range(points[0] + 1, cfg.num_layers))
+    x, stats = run_blocks(cfg, params, x0, keep, range(points[0] + 1))
+    full, _ = run_blocks(cfg, params, x, keep, range(points[0] + 1, cfg.num_layers))
     ref = jax.nn.log_softmax(vit.readout(cfg, params, full[None])[0])[label]
     state = PruningState(x=x, keep=keep, t=jnp.zeros((), jnp.int32), cls_attention=stats.cls_attention[0],
                          mean_attention=stats.mean_attention[0], label=label, ref_log_prob=ref,
@@ -119,7 +120,7 @@ def make_env(cfg: vit.ViTConfig, params: Any, *, alpha: float, beta: float, poin
 
     def segment(j):
       def run(x):
-        x, stats = _run(cfg, params, x, keep, segments[j])
+        x, stats = run_blocks(cfg, params, x, keep, segments[j])
         if j == num_points - 1:
           logits = vit.readout(cfg, params, x[None])[0]
           cls_att = mean_att = jnp.zeros((cfg.num_tokens,), jnp.float32)

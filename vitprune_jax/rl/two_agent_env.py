@@ -12,6 +12,7 @@ so the two agents cooperate to keep accuracy while meeting the ratio. The agents
 apart by a one-hot type feature (parameter sharing across agent types, as MAPPO does across agents).
 Agent slots: [attention votes for tokens 0..N-1, similarity votes for tokens 0..N-1]; the CLS slots are dead.
 """
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 
 from vitprune_jax.models import vit
 from vitprune_jax.pruning import pruners
+from vitprune_jax.rl import pruning_env
 from vitprune_jax.rl.learner import EnvFns, EnvObs
 
 Array = jax.Array
@@ -61,13 +63,7 @@ def make_env(cfg: vit.ViTConfig, params: Any, *, point: int, alpha: float, targe
   params = jax.lax.stop_gradient(params)
   n = cfg.num_tokens
 
-  def run(x, keep, layers):
-    stats = None
-    for layer in layers:
-      x, probs = vit.apply_block(cfg, params, layer, x[None], keep[None])
-      x = x[0]
-      stats = vit.token_statistics(probs, keep[None])
-    return x, stats
+  run = functools.partial(pruning_env.run_blocks, cfg, params)
 
   def observe(x, keep, stats):
     obs = vote_features(cfg, x, keep, vit.TokenStats(stats.cls_attention[0], stats.mean_attention[0]))
