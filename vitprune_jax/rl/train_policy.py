@@ -7,6 +7,7 @@ unpruned model and against random and cls_attention pruning at exactly the same 
 GFLOPs). Writes `train_policy_results.{json,csv,md}`.
 """
 import dataclasses
+import math
 import os
 import time
 from typing import Any, Iterator
@@ -49,7 +50,7 @@ def make_policy_env(config: ml_collections.ConfigDict, cfg: vit.ViTConfig, param
                                    accuracy_clip=rl.accuracy_clip)
     except ValueError as e:
       raise UserError(f'--config.rl.two_agent_point: {e}') from e
-    return env, {'kind': 'two_agent', 'point': rl.two_agent_point}
+    return env, {'kind': 'two_agent', 'point': rl.two_agent_point, 'target_prune_ratio': rl.target_prune_ratio}
   raise UserError(f'Unknown --config.rl.policy={rl.policy!r}; choose one of: {", ".join(POLICIES)}.')
 
 
@@ -92,8 +93,18 @@ def _abstract_learner(config, env, actor, critic, mesh) -> learner.LearnerState:
 def learned_pruner(config: ml_collections.ConfigDict, model: vit.VisionTransformer, params: Any,
                    actor: networks.Actor, actor_params: Any, meta: dict[str, Any], mesh: jax.sharding.Mesh
                    ) -> pruning.Pruner:
-  """The policy as a compact-mode pruner, its capacities bucketed from what it keeps on the validation split."""
+  """The policy as a compact-mode pruner.
+
+  MAPPO's capacities are bucketed from what it keeps on the validation split. The two-agent policy is trained to
+  meet a target prune ratio (seed 000), so its capacity after the vote is that target, filled by its scores.
+  """
   cfg = model.config
+  if meta['kind'] == 'two_agent':
+    kept = 1 + math.ceil((1.0 - meta['target_prune_ratio']) * cfg.num_patches)
+    capacities = [cfg.num_tokens] * meta['point'] + [kept] * (cfg.num_layers - meta['point'])
+    pruner = policy_pruner.make_policy_pruner(meta['kind'], meta['kind'], cfg, actor, actor_params, meta,
+                                              capacities)
+    return dataclasses.replace(pruner, threshold=None)
   probe = policy_pruner.make_policy_pruner(meta['kind'], meta['kind'], cfg, actor, actor_params, meta,
                                            policy_pruner.uncapped(cfg))
   kept = evaluation.evaluate_params(config, model, params, 'validation', mesh, probe, 'mask')
@@ -111,8 +122,10 @@ def policy_records(config: ml_collections.ConfigDict, model: vit.VisionTransform
              (('random', pruning.pruners.random_score), ('cls_attention', pruning.pruners.cls_attention_score))]
   # The policy's own per-image decisions leave part of each capacity masked; compact mode computes it anyway, so
   # also report the policy's logits filling the capacity (same GFLOPs, more tokens).
-  filled = dataclasses.replace(learned, name=f'{learned.name}+fill', threshold=None)
-  named = [('none', None), *[(p.name, p) for p in matched], (learned.name, learned), (filled.name, filled)]
+  named = [('none', None), *[(p.name, p) for p in matched], (learned.name, learned)]
+  if learned.threshold is not None:
+    filled = dataclasses.replace(learned, name=f'{learned.name}+fill', threshold=None)
+    named.append((filled.name, filled))
   records = compare.compare_pruner_objects(config, model, params, named, split, mesh)
   for r in records:
     r['capacities'] = list(learned.budget)
