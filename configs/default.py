@@ -86,7 +86,7 @@ def get_config() -> ml_collections.ConfigDict:
   # The pruning game (mode='train_policy'): which policy, its rewards, and how long to train.
   config.rl.policy = 'mappo'  # mappo (RL4EViT: per-token agents at every pruning point) | two_agent (seed 000).
   config.rl.alpha = 1.0  # Weight of the shared accuracy reward.
-  config.rl.beta = 0.5  # mappo: weight of each pruned token's efficiency reward.
+  config.rl.beta = 0.03  # mappo: weight of each pruned token's efficiency reward (0.5 prunes everything).
   config.rl.accuracy_clip = 5.0  # Floor on the log-probability change in the accuracy reward.
   config.rl.pruning_points = ()  # mappo: blocks after which agents act; () = every block but the last.
   config.rl.target_prune_ratio = 0.5  # two_agent: share of patches to prune...

@@ -14,6 +14,7 @@ def get_config():
   config.mode = 'train_policy'
   config.eval.checkpoint_dir = 'runs/digits'
   config.rl.policy = 'mappo'
+  config.rl.beta = 0.1
   config.rl.num_envs = 64
   config.rl.num_updates = 150
   config.rl.log_every = 10
