@@ -2,7 +2,8 @@
 
 Per pruner: top-1 accuracy, macro-F1, GFLOPs per image (analytic, from the tokens actually kept), throughput
 (images/s of the jitted forward on one eval batch after warm-up, median of interleaved repeats), wall time of
-the whole split after compilation (input pipeline included), and mean tokens kept after each layer. Written as `evaluate_results.{json,csv,md}`.
+the whole split after compilation (input pipeline included), and mean tokens kept after each layer. Written as
+`evaluate_results.{json,csv,md}`.
 """
 import csv
 import json
@@ -13,7 +14,6 @@ from typing import Any, Optional
 
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 
 from vitprune_jax import parallel, pruning
