@@ -61,11 +61,12 @@ def measure_throughput(model: vit.VisionTransformer, params: Any, pruners: list[
 
 def compare_pruners(config: ml_collections.ConfigDict, model: vit.VisionTransformer, params: Any,
                     names: tuple[str, ...], split: str, mesh: jax.sharding.Mesh, *, r_max: float, alpha: float,
-                    throughput: bool = True) -> list[dict[str, Any]]:
+                    throughput: bool = True, warm_data: bool = True) -> list[dict[str, Any]]:
   """Evaluates each named heuristic pruner (same schedule parameters) on `split`; one record per pruner."""
   named = [(n, None if n == 'none' else pruning.make_pruner(n, model.config, r_max=r_max, alpha=alpha))
            for n in names]
-  records = compare_pruner_objects(config, model, params, named, split, mesh, throughput=throughput)
+  records = compare_pruner_objects(config, model, params, named, split, mesh, throughput=throughput,
+                                   warm_data=warm_data)
   for r, (_, pruner) in zip(records, named):
     r['r_max'], r['alpha'] = (None, None) if pruner is None else (r_max, alpha)
   return records
@@ -73,7 +74,8 @@ def compare_pruners(config: ml_collections.ConfigDict, model: vit.VisionTransfor
 
 def compare_pruner_objects(config: ml_collections.ConfigDict, model: vit.VisionTransformer, params: Any,
                            named: list[tuple[str, Optional[pruning.Pruner]]], split: str,
-                           mesh: jax.sharding.Mesh, *, throughput: bool = True) -> list[dict[str, Any]]:
+                           mesh: jax.sharding.Mesh, *, throughput: bool = True, warm_data: bool = True
+                           ) -> list[dict[str, Any]]:
   """Evaluates any pruners (heuristic or learned; None = unpruned) on `split`.
 
   GFLOPs: in compact mode those of the per-layer capacities (what really runs); in mask mode those of the mean
@@ -82,11 +84,12 @@ def compare_pruner_objects(config: ml_collections.ConfigDict, model: vit.VisionT
   cfg = model.config
   rng = jax.random.PRNGKey(config.seed)
   mode = config.prune.mode
-  # One untimed pass over the split first, so the first pruner's eval time does not pay for loading the data.
-  for _ in input_pipeline.as_numpy(input_pipeline.make_dataset(config, split,
-                                                               global_batch_size=config.eval.batch_size,
-                                                               train=False)):
-    pass
+  # One untimed pass over the split first, so the first pruner's eval time does not pay for loading the data
+  # (callers that already read the split, like the sweep's grid, skip it).
+  if warm_data:
+    ds = input_pipeline.make_dataset(config, split, global_batch_size=config.eval.batch_size, train=False)
+    for _ in input_pipeline.as_numpy(ds):
+      pass
   records = []
   for name, pruner in named:
     result = evaluation.evaluate_params(config, model, params, split, mesh, pruner, mode, rng)

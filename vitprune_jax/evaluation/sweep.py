@@ -75,7 +75,7 @@ def sweep(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   records = []
   for alpha, r_max in itertools.product(config.prune.sweep_alphas, config.prune.sweep_r_maxes):
     records += compare.compare_pruners(config, model, params, (pruner,), split, mesh, r_max=float(r_max),
-                                       alpha=float(alpha), throughput=False)
+                                       alpha=float(alpha), throughput=False, warm_data=False)
   front = pareto_front(records)
   for i, r in enumerate(records):
     r['pareto'] = i in front
