@@ -101,4 +101,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.rl.capacity_quantile = 0.9
   config.rl.capacity_bucket = 4
   config.rl.policy_dir = ''  # evaluate: a train_policy workdir whose policy joins the comparison.
+  # finetune: what the ViT sees while it trains: 'policy' (RL4EViT: the policy's own decisions, mask mode) or
+  # 'deployed' (the compact-mode pruner inference runs: capacities from validation, filled by the policy's scores).
+  config.rl.finetune_pruner = 'policy'
   return config

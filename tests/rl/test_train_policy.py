@@ -84,7 +84,8 @@ def test_clear_errors(vit_run, tmp_path):
     compare.evaluate(ev, str(tmp_path))
 
 
-def test_finetune_with_the_policy_in_the_loop(vit_run, tmp_path):
+@pytest.mark.parametrize('finetune_pruner', ['policy', 'deployed'])
+def test_finetune_with_the_policy_in_the_loop(vit_run, tmp_path, finetune_pruner):
   from vitprune_jax.rl import finetune  # pylint: disable=g-import-not-at-top
   config, vit_dir = vit_run
   train_policy.train_policy(_policy_config(config, vit_dir, 'mappo', 2), str(tmp_path / 'policy_run'))
@@ -92,10 +93,32 @@ def test_finetune_with_the_policy_in_the_loop(vit_run, tmp_path):
   ft.mode = 'finetune'
   ft.eval.checkpoint_dir = vit_dir
   ft.rl.policy_dir = str(tmp_path / 'policy_run')
+  ft.rl.finetune_pruner = finetune_pruner
   ft.train.num_epochs = 1
   ft.prune.prune_from_epoch = 0
+  ft.prune.throughput_repeats = 1
   results = finetune.finetune(ft, str(tmp_path / 'ft'))
   assert results['train_pruner'] == 'mappo' and 0 <= results['test_accuracy_pruned'] <= 1
   # It started from the trained ViT, not from scratch: same architecture, a checkpoint of its own.
   saved = json.loads((tmp_path / 'ft' / 'train_results.json').read_text())
   assert saved['steps'] == 1258 // 128
+  # Then the matched comparison on the fine-tuned ViT, with the original ViT's unpruned accuracy beside it.
+  comparison = json.loads((tmp_path / 'ft' / 'finetune_comparison.json').read_text())
+  names = [r['pruner'] for r in comparison['records']]
+  assert names == ['none', 'random@matched', 'cls_attention@matched', 'mappo', 'mappo+fill']
+  assert 0 < comparison['original_unpruned_test_accuracy'] <= 1
+  fill = comparison['records'][-1]
+  if finetune_pruner == 'deployed':  # Trained on exactly what is deployed: the filled capacities, in compact mode.
+    assert results['tokens_per_layer_pruned'] == pytest.approx(fill['capacities'])
+    assert fill['accuracy'] == pytest.approx(results['test_accuracy_pruned'])
+  else:  # The policy's own decisions, inside the capacities.
+    assert all(k <= c for k, c in zip(results['tokens_per_layer_pruned'], fill['capacities']))
+
+
+def test_finetune_rejects_an_unknown_pruner(vit_run, tmp_path):
+  from vitprune_jax.rl import finetune  # pylint: disable=g-import-not-at-top
+  config, vit_dir = vit_run
+  ft = config.copy_and_resolve_references()
+  ft.eval.checkpoint_dir, ft.rl.policy_dir, ft.rl.finetune_pruner = vit_dir, str(tmp_path), 'oracle'
+  with pytest.raises(UserError, match='finetune_pruner'):
+    finetune.finetune(ft, str(tmp_path / 'ft'))
