@@ -1,6 +1,9 @@
 """RL4EViT's second phase on the benchmark model: fine-tune the ViT with the learned MAPPO policy in the loop.
 
   python -m vitprune_jax.main --config configs/fashion_mnist_finetune.py --workdir runs/fashion_finetune
+
+Ends with the policy on the fine-tuned ViT against random and cls_attention at the same per-layer capacities
+(finetune_comparison.md), next to the original ViT's unpruned accuracy.
 """
 import os
 import sys
@@ -15,7 +18,9 @@ def get_config():
   config.eval.checkpoint_dir = 'runs/fashion'
   config.rl.policy_dir = 'runs/fashion_mappo'
   config.prune.prune_from_epoch = 0
-  config.train.num_epochs = 2
+  # 4 epochs chosen on validation over 2: mappo+fill 88.72 % vs 88.65 % at 0.53x GFLOPs, +3.52 vs +3.25 pt over
+  # random@matched. Training on the deployed pruner (rl.finetune_pruner='deployed') gave 88.65 % at 0.59x.
+  config.train.num_epochs = 4
   config.train.learning_rate = 2e-4
   config.train.warmup_epochs = 0.2
   return config
