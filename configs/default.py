@@ -7,8 +7,15 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.mode = 'train'  # train | evaluate | sweep | train_policy | finetune
+  config.mode = 'train'  # train | evaluate | sweep | train_policy | finetune | import_weights
   config.seed = 0
+
+  # Multi-host runs (vitprune_jax/parallel.py, launch/): join one JAX runtime before anything else touches JAX.
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.initialize = 'auto'  # auto (a multi-process launch in the env) | yes | no
+  config.distributed.coordinator_address = ''  # host:port of process 0; '' = JAX_COORDINATOR_ADDRESS or detected.
+  config.distributed.num_processes = 0  # 0 = JAX_NUM_PROCESSES or detected.
+  config.distributed.process_id = -1  # -1 = JAX_PROCESS_ID or detected.
 
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = 'digits'  # digits | fashion_mnist | cifar10 | imagenet2012
@@ -45,11 +52,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.log_every_steps = 50
   config.train.checkpoint_every_steps = 500  # Plus one save at the end of every epoch.
   config.train.halt_after_steps = 0  # >0: stop this invocation after that many steps (rerun resumes).
+  config.train.init_from = ''  # A train or import_weights workdir whose params start this run (fine-tuning).
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 256
   config.eval.split = 'test'  # Split reported by mode='evaluate'.
   config.eval.checkpoint_dir = ''  # '' = <workdir>/checkpoints; set to reuse another run's model.
+
+  # mode='import_weights' (vitprune_jax/models/pretrained.py): a foreign checkpoint becomes <workdir>/best.
+  config.pretrained = ml_collections.ConfigDict()
+  config.pretrained.path = ''  # .npz (vision_transformer, big_vision), .bin/.pt/.pth (torch) or .safetensors.
+  config.pretrained.format = 'auto'  # auto (by extension) | npz | torch | safetensors
+  config.pretrained.head = 'auto'  # auto (zero-init if the class count differs) | keep | reset (always zero-init)
+  config.pretrained.posemb_resize = 'bilinear'  # Grid interpolation when the image size differs: bilinear | bicubic
+  config.pretrained.drop_distillation_token = False  # Distilled DeiT: drop dist token and head (changes logits).
 
   # Token pruning (see vitprune_jax/pruning). Schedule: keep_ratio(l) = 1 - r_max * ((l + 1) / L) ** alpha.
   config.prune = ml_collections.ConfigDict()

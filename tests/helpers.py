@@ -1,6 +1,7 @@
-"""Helpers shared by the tests: the default config and a tiny, fast digits configuration."""
+"""Helpers shared by the tests: the default config, a tiny, fast digits configuration and a free port."""
 import importlib.util
 import pathlib
+import socket
 
 import ml_collections
 
@@ -33,3 +34,10 @@ def tiny_config(config: ml_collections.ConfigDict, epochs: int = 2) -> ml_collec
   config.train.checkpoint_every_steps = 3
   config.eval.batch_size = 256
   return config
+
+
+def free_port() -> int:
+  """A TCP port free right now on localhost, for a multi-process test's JAX coordinator."""
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]

@@ -1,12 +1,18 @@
-"""Checkpoint round trip, reuse by later runs, and clear errors that never delete anything."""
+"""Checkpoint round trip, reuse by later runs, across device counts, and clear errors that never delete anything."""
+import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.helpers import free_port
 from vitprune_jax import checkpoints
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tree(scale=1.0, width=3):
@@ -73,3 +79,98 @@ def test_corrupt_checkpoint_is_a_clear_error_and_is_kept(tmp_path):
 def test_no_checkpoint_is_a_clear_error(tmp_path):
   with pytest.raises(checkpoints.CheckpointError, match='No checkpoint found'):
     checkpoints.read_meta(str(tmp_path))
+
+
+# Saves or restores one checkpoint on however many devices XLA_FLAGS gives: params replicated, one optimizer
+# leaf split over the devices (as a sharded optimizer state would be). Prints what it restored.
+_DEVICES_SCRIPT = r'''
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+from vitprune_jax import checkpoints, parallel
+mode, workdir = sys.argv[1], sys.argv[2]
+mesh = parallel.make_mesh()
+rep, split = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
+params = {'dense': {'kernel': jnp.arange(24.0).reshape(3, 8) / 3, 'bias': jnp.linspace(-1.0, 1.0, 8)}}
+opt = {'mu': jnp.arange(16.0) / 7, 'step': jnp.array(5)}
+shardings = ({'dense': {'kernel': rep, 'bias': rep}}, {'mu': split, 'step': rep})
+params, opt = jax.device_put((params, opt), shardings)
+out = {'devices': jax.device_count()}
+if mode == 'save':
+  ckpt = checkpoints.Checkpointer(workdir)
+  ckpt.save(5, params, opt, {'epoch': 1, 'val_accuracy': 0.5}, best=True)
+  ckpt.wait()
+  ckpt.close()
+else:
+  zeros = jax.device_put(jax.tree_util.tree_map(jnp.zeros_like, (params, opt)), shardings)
+  restored, restored_opt, meta = checkpoints.Checkpointer(workdir, read_only=True).restore_latest(*zeros)
+  best = checkpoints.load_params(*checkpoints.read_meta(workdir)[:2], zeros[0])
+  trees = {'latest': (restored, restored_opt), 'best': best}
+  out.update(meta=meta, equal={k: jax.tree_util.tree_all(jax.tree_util.tree_map(
+      lambda a, b: bool(np.array_equal(np.asarray(a), np.asarray(b))), t, (params, opt) if k == 'latest' else params))
+      for k, t in trees.items()},
+      placed_on=sorted({len(x.sharding.device_set) for x in jax.tree_util.tree_leaves(trees)}))
+print(json.dumps(out))
+'''
+
+
+def _on_devices(n: int, *args: str) -> subprocess.Popen:
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}', JAX_PLATFORMS='cpu',
+             TF_CPP_MIN_LOG_LEVEL='3')
+  return subprocess.Popen([sys.executable, '-c', _DEVICES_SCRIPT, *args], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _output(proc: subprocess.Popen) -> dict:
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-3000:]
+  return json.loads(out.strip().splitlines()[-1])
+
+
+def test_saved_on_eight_devices_restores_on_one_and_back(tmp_path):
+  """What a job saved on a pod slice restores on a laptop, and the other way round, with equal values."""
+  saves = [_on_devices(8, 'save', str(tmp_path / 'eight')), _on_devices(1, 'save', str(tmp_path / 'one'))]
+  assert [_output(p)['devices'] for p in saves] == [8, 1]
+  restores = [_on_devices(1, 'restore', str(tmp_path / 'eight')), _on_devices(8, 'restore', str(tmp_path / 'one'))]
+  for n, out in zip((1, 8), [_output(p) for p in restores]):
+    assert out['devices'] == n and out['placed_on'] == [n]
+    assert out['equal'] == {'latest': True, 'best': True}
+    assert out['meta'] == {'epoch': 1, 'val_accuracy': 0.5}
+
+
+def test_remote_run_dirs_are_kept_and_local_ones_made_absolute():
+  assert checkpoints._abspath('gs://bucket/runs/deit/') == 'gs://bucket/runs/deit'  # Not <cwd>/gs:/bucket/...
+  assert checkpoints._abspath('runs/deit') == os.path.join(os.getcwd(), 'runs', 'deit')
+
+
+_TWO_HOSTS_SCRIPT = r'''
+import sys
+import jax, jax.numpy as jnp
+jax.distributed.initialize(f'localhost:{sys.argv[1]}', 2, int(sys.argv[2]))
+from vitprune_jax import checkpoints, parallel
+rep = parallel.replicated_sharding(parallel.make_mesh())
+params, opt = jax.jit(lambda: ({'w': jnp.ones((64, 64))}, {'mu': jnp.zeros((64, 64)), 'step': jnp.array(0)}),
+                      out_shardings=rep)()
+ckpt = checkpoints.Checkpointer(sys.argv[3])
+for step in range(1, 21):
+  ckpt.save(step, params, opt, {'val_accuracy': step / 100}, best=True)
+ckpt.wait()
+ckpt.close()
+print('saved', jax.process_index())
+'''
+
+
+def test_two_processes_save_latest_and_best_at_the_same_steps(tmp_path):
+  """Both managers save each step in the background on every host: their barriers must not mix (they hung)."""
+  port = free_port()
+  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3')
+  procs = [subprocess.Popen([sys.executable, '-c', _TWO_HOSTS_SCRIPT, str(port), str(i), str(tmp_path)], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=150) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for i, (p, (out, err)) in enumerate(zip(procs, outs)):
+    assert p.returncode == 0 and f'saved {i}' in out, err[-3000:]
+  assert checkpoints.Checkpointer(str(tmp_path), read_only=True).latest.all_steps() == [19, 20]
+  assert checkpoints.read_meta(str(tmp_path))[1] == 20

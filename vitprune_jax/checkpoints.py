@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from vitprune_jax.errors import UserError
 
@@ -24,9 +25,13 @@ def _manager(directory: str, *, read_only: bool, max_to_keep: Optional[int] = No
   handlers = {'params': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()}
   if opt:
     handlers['opt'] = ocp.StandardCheckpointHandler()
+  # `latest` and `best` save the same step concurrently; without their own barrier names the hosts' background
+  # threads can pair up wrongly at the shared 'async_write_complete.<step>' barrier and one host waits forever.
+  multiprocessing = ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=os.path.basename(directory))
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
-      best_fn=(lambda m: m[BEST_METRIC]) if best else None, best_mode='max')
+      best_fn=(lambda m: m[BEST_METRIC]) if best else None, best_mode='max',
+      multiprocessing_options=multiprocessing)
   return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
 
 
@@ -40,7 +45,7 @@ def _abstract(tree: Any) -> Any:
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, 'sharding', None)), tree)
 
 
-def _first_mismatch(saved: Any, expected: Any) -> Optional[str]:
+def first_mismatch(saved: Any, expected: Any) -> Optional[str]:
   """Names the first parameter whose presence or shape differs between a checkpoint and the model."""
   flat_saved = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(saved)[0]}
   flat_exp = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(expected)[0]}
@@ -55,6 +60,11 @@ def _first_mismatch(saved: Any, expected: Any) -> Optional[str]:
   return None
 
 
+def _abspath(path: str) -> str:
+  """Local paths made absolute (orbax needs that); URLs such as gs://bucket/run are kept as they are."""
+  return path.rstrip('/') if '://' in path else os.path.abspath(path)
+
+
 def _one_line(e: Exception) -> str:
   text = str(e).strip().splitlines()
   return f'{type(e).__name__}: {text[0] if text else ""}'[:300]
@@ -65,7 +75,7 @@ class Checkpointer:
 
   def __init__(self, workdir: str, *, read_only: bool = False, max_to_keep: int = 2):
     self.workdir = workdir
-    root = os.path.abspath(workdir)
+    root = _abspath(workdir)
     self.latest = _manager(os.path.join(root, LATEST_DIR), read_only=read_only, max_to_keep=max_to_keep)
     self.best = _manager(os.path.join(root, BEST_DIR), read_only=read_only, max_to_keep=1, best=True,
                          opt=False)
@@ -81,6 +91,12 @@ class Checkpointer:
     if best:
       best_args = ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta))
       self.best.save(step, args=best_args, metrics={BEST_METRIC: float(meta[BEST_METRIC])}, force=True)
+
+  def save_params(self, step: int, params: Any, meta: dict[str, Any]) -> None:
+    """Saves params alone to `best/`, e.g. imported weights: a starting point for other runs, nothing to resume."""
+    args = ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta))
+    # Ranks below any real validation accuracy, so a run that trains in this workdir supersedes it.
+    self.best.save(step, args=args, metrics={BEST_METRIC: -1.0}, force=True)
 
   def wait(self) -> None:
     self.latest.wait_until_finished()
@@ -108,7 +124,7 @@ def _restore(mngr: ocp.CheckpointManager, step: int, params: Any, opt: Any = Non
   if saved_params is None:
     raise CheckpointError(f'Checkpoint {where} has no params item; it was left untouched: '
                           'delete it yourself or use another --workdir.')
-  mismatch = _first_mismatch(saved_params, params)
+  mismatch = first_mismatch(saved_params, params)
   if mismatch:
     raise CheckpointError(f'Checkpoint {where} does not match the model: {mismatch}. '
                           'Use the config that wrote it, or another --workdir.')
@@ -129,13 +145,13 @@ def read_meta(path: str) -> tuple[str, int, dict[str, Any]]:
   `path` may be a run workdir (its best checkpoint is preferred, then its latest) or a `checkpoints`/`best`
   directory itself.
   """
-  path = os.path.abspath(path)
+  path = _abspath(path)
   if os.path.basename(path) in (LATEST_DIR, BEST_DIR):
     candidates = [(os.path.dirname(path), os.path.basename(path))]
   else:
     candidates = [(path, BEST_DIR), (path, LATEST_DIR)]
   for run_dir, sub in candidates:
-    if not os.path.isdir(os.path.join(run_dir, sub)):
+    if not epath.Path(run_dir, sub).is_dir():  # epath, not os.path: run dirs may live on gs://.
       continue
     mngr = _manager(os.path.join(run_dir, sub), read_only=True, best=sub == BEST_DIR, opt=sub == LATEST_DIR)
     step = mngr.latest_step() if sub == LATEST_DIR else (mngr.best_step() or mngr.latest_step())

@@ -22,6 +22,7 @@ MODES = {
     'sweep': 'vitprune_jax.evaluation.sweep:sweep',
     'train_policy': 'vitprune_jax.rl.train_policy:train_policy',
     'finetune': 'vitprune_jax.rl.finetune:finetune',
+    'import_weights': 'vitprune_jax.models.pretrained:import_weights',
 }
 
 FLAGS = flags.FLAGS
@@ -73,9 +74,11 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   _quiet_libraries()
   import jax  # pylint: disable=g-import-not-at-top
-  logging.info('JAX devices: %d local, %d global; process %d of %d.', jax.local_device_count(),
-               jax.device_count(), jax.process_index(), jax.process_count())
+  from vitprune_jax import parallel  # pylint: disable=g-import-not-at-top
   try:
+    parallel.maybe_initialize_distributed(FLAGS.config)  # Before any other JAX use: it fixes the device set.
+    logging.info('JAX devices: %d local, %d global; process %d of %d.', jax.local_device_count(),
+                 jax.device_count(), jax.process_index(), jax.process_count())
     run(FLAGS.config, FLAGS.workdir)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)

@@ -126,3 +126,23 @@ def test_prune_eval_from_the_cli(trained, tmp_path):
   assert [r['pruner'] for r in records] == ['none', 'random', 'greedy', 'cls_attention', 'mean_attention',
                                             'similarity']
   assert '| similarity |' in proc.stdout
+
+
+def test_a_remote_workdir_gets_every_file(trained):
+  """A gs:// workdir works like a local one: results and pictures go through tf.io.gfile (ram:// stands in)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  config, workdir = trained
+  config = config.copy_and_resolve_references()
+  config.eval.checkpoint_dir = workdir
+  config.prune.pruners = ('none', 'cls_attention')
+  config.prune.throughput_repeats = 1
+  config.prune.visualize_images = 2
+  remote = 'ram://vitprune/eval'
+  records = compare.evaluate(config, remote)['records']
+  assert sorted(tf.io.gfile.listdir(remote)) == ['evaluate_results.csv', 'evaluate_results.json',
+                                                 'evaluate_results.md', 'pruning_visualization.png']
+  with tf.io.gfile.GFile(f'{remote}/evaluate_results.json') as f:
+    assert [r['pruner'] for r in json.load(f)['records']] == ['none', 'cls_attention']
+  sweep.plot(records[1:], records[0], [0], f'{remote}/sweep_pareto.png', 'remote')
+  for name in ('pruning_visualization.png', 'sweep_pareto.png'):
+    assert tf.io.gfile.stat(f'{remote}/{name}').length > 1000

@@ -49,6 +49,13 @@ class DatasetInfo:
   split_sizes: dict[str, int]  # Logical split -> examples, global over all processes.
 
 
+def model_input(config: ml_collections.ConfigDict) -> tuple[int, tuple[int, int, int]]:
+  """(num_classes, image shape) of `config.dataset` without reading any data: all that building a model needs."""
+  name = _check_name(config)
+  size = config.dataset.image_size
+  return _NUM_CLASSES[name], (size, size, _CHANNELS[name])
+
+
 def get_info(config: ml_collections.ConfigDict) -> DatasetInfo:
   """Static facts about `config.dataset` (sizes need the data, but no pipeline is built)."""
   name = _check_name(config)
@@ -57,9 +64,8 @@ def get_info(config: ml_collections.ConfigDict) -> DatasetInfo:
   else:
     builder = _tfds_builder(config)
     sizes = {s: builder.info.splits[t].num_examples for s, t in _TFDS_SPLITS[name].items()}
-  size = config.dataset.image_size
-  return DatasetInfo(name=name, num_classes=_NUM_CLASSES[name],
-                     image_shape=(size, size, _CHANNELS[name]),
+  num_classes, image_shape = model_input(config)
+  return DatasetInfo(name=name, num_classes=num_classes, image_shape=image_shape,
                      split_sizes={s: sizes[s] for s in SPLITS})
 
 

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import jax
 import ml_collections
+import tensorflow as tf
 from absl import logging
 
 from vitprune_jax import parallel, pruning
@@ -137,15 +138,16 @@ def markdown_table(records: list[dict[str, Any]], title: str) -> str:
 
 def write_records(workdir: str, stem: str, records: list[dict[str, Any]], summary: dict[str, Any],
                   table: str) -> None:
+  """Process 0 writes `<stem>.{json,md,csv}`; tf.io.gfile, so a gs:// workdir works like a local one."""
   if jax.process_index() != 0:
     return
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, f'{stem}.json'), 'w') as f:
+  tf.io.gfile.makedirs(workdir)
+  with tf.io.gfile.GFile(os.path.join(workdir, f'{stem}.json'), 'w') as f:
     json.dump(dict(summary, records=records), f, indent=2)
-  with open(os.path.join(workdir, f'{stem}.md'), 'w') as f:
+  with tf.io.gfile.GFile(os.path.join(workdir, f'{stem}.md'), 'w') as f:
     f.write(table)
   keys = list(dict.fromkeys(k for r in records for k in r))  # Union, in first-seen order.
-  with open(os.path.join(workdir, f'{stem}.csv'), 'w', newline='') as f:
+  with tf.io.gfile.GFile(os.path.join(workdir, f'{stem}.csv'), 'w') as f:
     writer = csv.DictWriter(f, fieldnames=keys)
     writer.writeheader()
     for r in records:
@@ -194,10 +196,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   table = markdown_table(records, f'{config.dataset.name}, {split} split ({records[0]["num_examples"]} images), '
                                   f'{config.prune.mode} mode, checkpoint {meta["checkpoint_dir"]}')
   write_records(workdir, 'evaluate_results', records, summary, table)
-  print(table)
+  if jax.process_index() == 0:
+    print(table)
   if config.prune.visualize_images > 0 and config.prune.visualize_pruner != 'none':
     check_prune_config(config, (config.prune.visualize_pruner,))
-    path = visualize.draw_kept_patches(config, model, params, split, os.path.join(workdir,
-                                                                                   'pruning_visualization.png'))
+    path = visualize.draw_kept_patches(config, model, params, split,
+                                       os.path.join(workdir, 'pruning_visualization.png'), mesh)
     logging.info('Wrote %s', path)
   return dict(summary, records=records)

@@ -5,6 +5,7 @@ with the fewest GFLOPs whose accuracy is within `sweep_tolerance` of the unprune
 are the unpruned model and the selected schedule evaluated on `config.eval.split`, so no choice sees the test set.
 Writes `sweep_results.{json,csv,md}` and `sweep_pareto.png`.
 """
+import io
 import itertools
 import os
 from typing import Any, Optional
@@ -12,6 +13,7 @@ from typing import Any, Optional
 import jax
 import matplotlib
 import ml_collections
+import tensorflow as tf
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -57,8 +59,11 @@ def plot(records: list[dict[str, Any]], reference: dict[str, Any], front: list[i
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  png = io.BytesIO()
+  fig.savefig(png, format='png', dpi=120)
   plt.close(fig)
+  with tf.io.gfile.GFile(path, 'wb') as f:  # Local or gs:// alike.
+    f.write(png.getvalue())
 
 
 def sweep(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -100,5 +105,5 @@ def sweep(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     table += f'\nNo schedule stays within {config.prune.sweep_tolerance} of the unpruned accuracy.\n'
   if jax.process_index() == 0:
     plot(records, reference, front, os.path.join(workdir, 'sweep_pareto.png'), title)
-  print(table)
+    print(table)
   return summary

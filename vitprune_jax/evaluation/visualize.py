@@ -1,4 +1,5 @@
 """Pictures of which patches a pruner keeps at each layer (pruned patches greyed), like RL4EViT's Fig. 5."""
+import io
 from typing import Any
 
 import jax
@@ -6,18 +7,20 @@ import jax.numpy as jnp
 import matplotlib
 import ml_collections
 import numpy as np
+import tensorflow as tf
+from jax.experimental import multihost_utils
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-from vitprune_jax import pruning
+from vitprune_jax import parallel, pruning
 from vitprune_jax.data import input_pipeline
 from vitprune_jax.models import vit
 
 
 def kept_masks(model: vit.VisionTransformer, params: Any, images: jax.Array, pruner: pruning.Pruner,
                rng: jax.Array) -> np.ndarray:
-  """(B, L, N) keep masks after each layer, in mask mode so token positions stay fixed."""
+  """(B, L, N) keep masks after each layer, in mask mode so token positions stay fixed; on every host."""
 
   def fn(params, images, rng):
     masks = []
@@ -31,19 +34,22 @@ def kept_masks(model: vit.VisionTransformer, params: Any, images: jax.Array, pru
     model.apply({'params': params}, images, token_selector=recording)
     return jnp.stack(masks, axis=1)
 
-  return np.asarray(jax.jit(fn)(params, images, rng))
+  return multihost_utils.process_allgather(jax.jit(fn)(params, images, rng), tiled=True)
 
 
 def draw_kept_patches(config: ml_collections.ConfigDict, model: vit.VisionTransformer, params: Any, split: str,
-                      path: str) -> str:
+                      path: str, mesh: jax.sharding.Mesh) -> str:
+  """Every process runs the forward on the first global eval batch (it is one jitted program); process 0 draws."""
   cfg = model.config
   n_images = config.prune.visualize_images
   pruner = pruning.make_pruner(config.prune.visualize_pruner, cfg, r_max=config.prune.r_max,
                                alpha=config.prune.alpha)
   ds = input_pipeline.make_dataset(config, split, global_batch_size=config.eval.batch_size, train=False)
-  batch = next(input_pipeline.as_numpy(ds))
-  images = batch['image'][:n_images]
-  masks = kept_masks(model, params, jnp.asarray(images), pruner, jax.random.PRNGKey(config.seed))
+  batch = parallel.shard_batch(next(input_pipeline.as_numpy(ds)), mesh)
+  masks = kept_masks(model, params, batch['image'], pruner, jax.random.PRNGKey(config.seed))[:n_images]
+  images = multihost_utils.process_allgather(batch['image'], tiled=True)[:n_images]
+  if jax.process_index() != 0:
+    return path
   grid = cfg.image_size // cfg.patch_size
   layers = cfg.num_layers
   fig, axes = plt.subplots(len(images), layers + 1, figsize=(1.6 * (layers + 1), 1.6 * len(images)),
@@ -64,6 +70,9 @@ def draw_kept_patches(config: ml_collections.ConfigDict, model: vit.VisionTransf
   fig.suptitle(f'{pruner.name} (r_max={config.prune.r_max}, alpha={config.prune.alpha}): kept patches; pruned '
                'ones greyed', fontsize=9)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  png = io.BytesIO()
+  fig.savefig(png, format='png', dpi=110)
   plt.close(fig)
+  with tf.io.gfile.GFile(path, 'wb') as f:  # Local or gs:// alike.
+    f.write(png.getvalue())
   return path

@@ -38,6 +38,10 @@ class ViTConfig:
   num_channels: int = 3
   dropout_rate: float = 0.0
   dtype: str = 'float32'
+  # Numerics of imported checkpoints (models/pretrained.py): HF ViT/DeiT use LayerNorm epsilon 1e-12, and the JAX
+  # vision_transformer/big_vision checkpoints were trained with tanh-approximated GELU.
+  layer_norm_epsilon: float = 1e-6
+  gelu_approximate: bool = False
 
   @property
   def num_patches(self) -> int:
@@ -126,13 +130,14 @@ class MlpBlock(nn.Module):
   mlp_dim: int
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
+  gelu_approximate: bool = False
 
   @nn.compact
   def __call__(self, x: Array, *, deterministic: bool) -> Array:
     d = x.shape[-1]
     x = nn.Dense(self.mlp_dim, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
                  bias_init=nn.initializers.normal(stddev=1e-6))(x)
-    x = nn.gelu(x, approximate=False)
+    x = nn.gelu(x, approximate=self.gelu_approximate)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
     x = nn.Dense(d, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
                  bias_init=nn.initializers.normal(stddev=1e-6))(x)
@@ -169,18 +174,20 @@ class EncoderBlock(nn.Module):
   mlp_dim: int
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
+  layer_norm_epsilon: float = 1e-6
+  gelu_approximate: bool = False
 
   @nn.compact
   def __call__(self, x: Array, keep_mask: Array, *, deterministic: bool) -> tuple[Array, Array]:
     update = keep_mask[..., None].astype(x.dtype)
-    y = nn.LayerNorm(dtype=self.dtype, epsilon=1e-6, name='LayerNorm_0')(x)
+    y = nn.LayerNorm(dtype=self.dtype, epsilon=self.layer_norm_epsilon, name='LayerNorm_0')(x)
     y, probs = MaskedSelfAttention(self.num_heads, dtype=self.dtype, name='MultiHeadDotProductAttention_1')(
         y, keep_mask)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
     x = x + update * y
-    y = nn.LayerNorm(dtype=self.dtype, epsilon=1e-6, name='LayerNorm_2')(x)
-    y = MlpBlock(self.mlp_dim, self.dropout_rate, dtype=self.dtype, name='MlpBlock_3')(
-        y, deterministic=deterministic)
+    y = nn.LayerNorm(dtype=self.dtype, epsilon=self.layer_norm_epsilon, name='LayerNorm_2')(x)
+    y = MlpBlock(self.mlp_dim, self.dropout_rate, dtype=self.dtype, gelu_approximate=self.gelu_approximate,
+                 name='MlpBlock_3')(y, deterministic=deterministic)
     return x + update * y, probs
 
 
@@ -224,13 +231,14 @@ class Encoder(nn.Module):
     stats, kept = [], []
     for i in range(c.num_layers):
       x, probs = EncoderBlock(c.num_heads, c.mlp_dim, c.dropout_rate, dtype=self.dtype,
+                              layer_norm_epsilon=c.layer_norm_epsilon, gelu_approximate=c.gelu_approximate,
                               name=f'encoderblock_{i}')(x, keep_mask, deterministic=not train)
       layer_stats = token_statistics(probs, keep_mask)
       stats.append(layer_stats)
       if token_selector is not None:
         x, keep_mask = token_selector(i, x, keep_mask, layer_stats)
       kept.append(jnp.sum(keep_mask > 0, axis=-1))
-    x = nn.LayerNorm(dtype=self.dtype, epsilon=1e-6, name='encoder_norm')(x)
+    x = nn.LayerNorm(dtype=self.dtype, epsilon=c.layer_norm_epsilon, name='encoder_norm')(x)
     return x, ModelAux(stats=tuple(stats), kept=tuple(kept), keep_mask=keep_mask)
 
 
@@ -261,12 +269,14 @@ def embed(cfg: ViTConfig, params: Any, images: Array) -> Array:
 
 def apply_block(cfg: ViTConfig, params: Any, layer: int, x: Array, keep_mask: Array) -> tuple[Array, Array]:
   """Block `layer` in inference mode: (tokens, attention probabilities (B, H, N, N))."""
-  block = EncoderBlock(cfg.num_heads, cfg.mlp_dim, 0.0, dtype=jnp.dtype(cfg.dtype))
+  block = EncoderBlock(cfg.num_heads, cfg.mlp_dim, 0.0, dtype=jnp.dtype(cfg.dtype),
+                       layer_norm_epsilon=cfg.layer_norm_epsilon, gelu_approximate=cfg.gelu_approximate)
   return block.apply({'params': params['Transformer'][f'encoderblock_{layer}']}, x, keep_mask, deterministic=True)
 
 
 def readout(cfg: ViTConfig, params: Any, x: Array) -> Array:
   """Final LayerNorm and the classification head on CLS: logits (B, classes) fp32."""
   dtype = jnp.dtype(cfg.dtype)
-  x = nn.LayerNorm(dtype=dtype, epsilon=1e-6).apply({'params': params['Transformer']['encoder_norm']}, x)
+  x = nn.LayerNorm(dtype=dtype, epsilon=cfg.layer_norm_epsilon).apply(
+      {'params': params['Transformer']['encoder_norm']}, x)
   return nn.Dense(cfg.num_classes).apply({'params': params['head']}, x[:, 0]).astype(jnp.float32)

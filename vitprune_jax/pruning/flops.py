@@ -2,9 +2,9 @@
 
 Convention: 1 multiply-add = 2 FLOPs (as XLA's cost analysis counts a dot). Counted: patch embedding, per block
 the q/k/v/out projections, the two N^2 attention products (scores and weighted sum), the MLP, and the head; plus
-the elementwise work XLA also counts, at its per-element costs on CPU: exact (erf) GELU 64, masked softmax 5,
-LayerNorm 5. Not counted: bias and residual adds and token scoring (about 1 %). A test checks the total against
-XLA's cost analysis of the compiled compact-mode forward.
+the elementwise work XLA also counts, at its per-element costs on CPU: exact (erf) GELU 64 (tanh-approximated, as
+imported JAX checkpoints use: 8), masked softmax 5, LayerNorm 5. Not counted: bias and residual adds and token
+scoring (about 1 %). A test checks the total against XLA's cost analysis of the compiled compact-mode forward.
 """
 from collections.abc import Sequence
 
@@ -12,6 +12,7 @@ from vitprune_jax.models.vit import ViTConfig
 
 
 GELU_FLOPS = 64  # Per element, as XLA counts jax.nn.gelu(approximate=False).
+GELU_TANH_FLOPS = 8  # Per element, jax.nn.gelu(approximate=True).
 SOFTMAX_FLOPS = 5  # Per attention score: mask select, max, sub, exp, sum/div.
 LAYERNORM_FLOPS = 5  # Per element.
 
@@ -19,7 +20,8 @@ LAYERNORM_FLOPS = 5  # Per element.
 def block_flops(cfg: ViTConfig, n: float) -> float:
   d, m, h = cfg.hidden_size, cfg.mlp_dim, cfg.num_heads
   macs = 4 * n * d * d + 2 * n * n * d + 2 * n * d * m
-  elementwise = GELU_FLOPS * n * m + SOFTMAX_FLOPS * h * n * n + 2 * LAYERNORM_FLOPS * n * d
+  gelu = GELU_TANH_FLOPS if cfg.gelu_approximate else GELU_FLOPS
+  elementwise = gelu * n * m + SOFTMAX_FLOPS * h * n * n + 2 * LAYERNORM_FLOPS * n * d
   return 2.0 * macs + elementwise
 
 

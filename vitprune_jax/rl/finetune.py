@@ -12,6 +12,7 @@ with the original ViT unpruned: `finetune_comparison.{json,csv,md}`.
 import dataclasses
 from typing import Any
 
+import jax
 import ml_collections
 
 from vitprune_jax import parallel
@@ -59,5 +60,6 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                           f'heuristics, {config.dataset.name} {split} split; the original ViT '
                                           f'unpruned: {100 * original["accuracy"]:.2f} %')
   compare.write_records(workdir, 'finetune_comparison', records, summary, table)
-  print(table)
+  if jax.process_index() == 0:
+    print(table)
   return dict(results, comparison=dict(summary, records=records))

@@ -194,7 +194,8 @@ def train_policy(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
   summary = {'policy': meta['kind'], 'split': config.eval.split, 'updates': config.rl.num_updates,
              'train_time_s': round(train_time, 1), 'vit_checkpoint': vit_meta['checkpoint_dir']}
   compare.write_records(workdir, 'train_policy_results', records, summary, table)
-  print(table)
+  if jax.process_index() == 0:
+    print(table)
   writer.close()
   return dict(summary, records=records)
 

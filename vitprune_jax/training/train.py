@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import tensorflow as tf
 from absl import logging
 from clu import metric_writers, metrics, periodic_actions
 from flax.training import train_state
@@ -98,6 +99,16 @@ def build_model(config: ml_collections.ConfigDict) -> tuple[vit.VisionTransforme
   return vit.create_model(vit_config), info
 
 
+def init_from_checkpoint(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
+                         ) -> tuple[vit.VisionTransformer, Any]:
+  """(model, params) of `config.train.init_from`: geometry from that checkpoint, dropout and dtype from `config`."""
+  reused, params, meta = evaluation.load_model_for_reuse(config, config.train.init_from, mesh)
+  vit_config = dataclasses.replace(reused.config, dropout_rate=config.model.dropout_rate, dtype=config.model.dtype)
+  logging.info('Starting from the params in %s (step %d); model geometry from its metadata: %s.',
+               meta['checkpoint_dir'], meta['checkpoint_step'], vit_config)
+  return vit.create_model(vit_config), params
+
+
 def _meta(config, model, info, epoch, step, **extra) -> dict[str, Any]:
   return dict(model=dataclasses.asdict(model.config), dataset=info.name, image_shape=list(info.image_shape),
               epoch=epoch, step=step, seed=config.seed, **extra)
@@ -114,13 +125,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        pruner: Optional[pruning.Pruner] = None, prune_mode: str = 'compact') -> dict[str, Any]:
   """Trains (resuming from `workdir` if it holds a checkpoint), evaluates every epoch, writes train_results.json.
 
-  `init` = (model, params) starts from another run's weights (fine-tuning); `pruner` replaces
-  `config.prune.train_pruner` (e.g. a learned policy), applied from `config.prune.prune_from_epoch` on.
+  `init` = (model, params) starts from another run's weights (fine-tuning; `config.train.init_from` does the same
+  from the command line); `pruner` replaces `config.prune.train_pruner` (e.g. a learned policy), applied from
+  `config.prune.prune_from_epoch` on.
   """
   model, info = build_model(config)
+  mesh = parallel.make_mesh()
+  if init is None and config.train.init_from:
+    init = init_from_checkpoint(config, mesh)
   if init is not None:
     model = init[0]
-  mesh = parallel.make_mesh()
   parallel.check_global_batch(config.train.batch_size, 'train.batch_size')
   parallel.check_global_batch(config.eval.batch_size, 'eval.batch_size')
   steps_per_epoch = info.split_sizes['train'] // config.train.batch_size
@@ -134,7 +148,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   init_fn = functools.partial(create_train_state, model=model, optimizer=optimizer, image_shape=info.image_shape)
   state = jax.jit(init_fn, out_shardings=parallel.replicated_sharding(mesh))(jax.random.PRNGKey(config.seed))
   if init is not None:
-    state = state.replace(params=init[1], opt_state=optimizer.init(init[1]))
+    # Jitted so every leaf (the step counts too) is a global, replicated array, as the step and orbax expect.
+    opt_state = jax.jit(optimizer.init, out_shardings=parallel.replicated_sharding(mesh))(init[1])
+    state = state.replace(params=init[1], opt_state=opt_state)
   ckpt = checkpoints.Checkpointer(workdir)
   if ckpt.latest_step() is not None:
     params, opt, meta = ckpt.restore_latest(state.params, _opt_items(state))
@@ -210,7 +226,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   results.update(train_time_s=round(train_time, 2), steps=total_steps, epochs=config.train.num_epochs,
                  resumed_from_step=start_step)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'train_results.json'), 'w') as f:
+    with tf.io.gfile.GFile(os.path.join(workdir, 'train_results.json'), 'w') as f:  # Local or gs:// alike.
       json.dump(results, f, indent=2)
   logging.info('Results: %s', results)
   writer.write_scalars(total_steps, {'test_accuracy': results['test_accuracy']})
@@ -224,8 +240,7 @@ def _final_results(config, model, info, state, ckpt, mesh, pruner) -> dict[str, 
   """Test figures of the checkpoint with the best validation accuracy (and of the final params)."""
   split = config.eval.split
   best_step = ckpt.best.best_step()
-  best_params = checkpoints.load_params(os.path.join(os.path.abspath(ckpt.workdir), checkpoints.BEST_DIR),
-                                        best_step, state.params)
+  best_params = checkpoints.load_params(str(ckpt.best.directory), best_step, state.params)
   best = evaluation.evaluate_params(config, model, best_params, split, mesh)
   final = evaluation.evaluate_params(config, model, state.params, split, mesh)
   best_meta = ckpt.best.metrics(best_step) or {}
