@@ -91,6 +91,11 @@ def one_device(tmp_path_factory):
 
 
 def _assert_same(run: dict, reference: dict) -> None:
+  loss_diff = max(abs(a - b) for a, b in zip(run['losses'], reference['losses']))
+  param_diff = max(abs(a - b) for ra, rb in zip(run['params'], reference['params']) for a, b in zip(ra, rb))
+  eval_diff = max(abs(run['eval'][n]['loss'] - r['loss']) for n, r in reference['eval'].items())
+  print(f'vs 1 device: max loss diff {loss_diff:.2g}, max param diff {param_diff:.2g}, max eval loss diff '
+        f'{eval_diff:.2g}')
   assert run['losses'] == pytest.approx(reference['losses'], abs=1e-5)
   for a, b in zip(reference['params'], run['params']):
     assert b == pytest.approx(a, abs=1e-5)
