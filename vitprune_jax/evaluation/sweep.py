@@ -5,7 +5,6 @@ with the fewest GFLOPs whose accuracy is within `sweep_tolerance` of the unprune
 are the unpruned model and the selected schedule evaluated on `config.eval.split`, so no choice sees the test set.
 Writes `sweep_results.{json,csv,md}` and `sweep_pareto.png`.
 """
-import io
 import itertools
 import os
 from typing import Any, Optional
@@ -13,7 +12,6 @@ from typing import Any, Optional
 import jax
 import matplotlib
 import ml_collections
-import tensorflow as tf
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -22,6 +20,7 @@ from vitprune_jax import parallel
 from vitprune_jax.errors import UserError
 from vitprune_jax.evaluation import compare
 from vitprune_jax.evaluation import evaluate as evaluation
+from vitprune_jax.evaluation import visualize
 
 
 def pareto_front(records: list[dict[str, Any]]) -> list[int]:
@@ -59,11 +58,7 @@ def plot(records: list[dict[str, Any]], reference: dict[str, Any], front: list[i
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  png = io.BytesIO()
-  fig.savefig(png, format='png', dpi=120)
-  plt.close(fig)
-  with tf.io.gfile.GFile(path, 'wb') as f:  # Local or gs:// alike.
-    f.write(png.getvalue())
+  visualize.save_figure(fig, path, dpi=120)
 
 
 def sweep(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

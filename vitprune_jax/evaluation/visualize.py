@@ -18,6 +18,15 @@ from vitprune_jax.data import input_pipeline
 from vitprune_jax.models import vit
 
 
+def save_figure(fig: plt.Figure, path: str, dpi: int) -> None:
+  """Writes a PNG through tf.io.gfile, so a gs:// workdir works like a local one, and frees the figure."""
+  png = io.BytesIO()
+  fig.savefig(png, format='png', dpi=dpi)
+  plt.close(fig)
+  with tf.io.gfile.GFile(path, 'wb') as f:
+    f.write(png.getvalue())
+
+
 def kept_masks(model: vit.VisionTransformer, params: Any, images: jax.Array, pruner: pruning.Pruner,
                rng: jax.Array) -> np.ndarray:
   """(B, L, N) keep masks after each layer, in mask mode so token positions stay fixed; on every host."""
@@ -70,9 +79,5 @@ def draw_kept_patches(config: ml_collections.ConfigDict, model: vit.VisionTransf
   fig.suptitle(f'{pruner.name} (r_max={config.prune.r_max}, alpha={config.prune.alpha}): kept patches; pruned '
                'ones greyed', fontsize=9)
   fig.tight_layout()
-  png = io.BytesIO()
-  fig.savefig(png, format='png', dpi=110)
-  plt.close(fig)
-  with tf.io.gfile.GFile(path, 'wb') as f:  # Local or gs:// alike.
-    f.write(png.getvalue())
+  save_figure(fig, path, dpi=110)
   return path
