@@ -1,123 +1,163 @@
-"""Base config: every experiment config starts from `get_config()` here and changes a few fields.
+"""Base config: every key of the project, by concern, each with its unit and effect.
 
-Keys are fixed here (the dict is locked), so a misspelt `--config.<key>` override fails at parse time.
+Experiment configs import this file and change only what differs (`from configs import default`).
+Keys are fixed here (config_flags locks the dict), so a misspelt `--config.<key>` override fails at
+parse time, a renamed key names its replacement (`vitprune_jax/jobs/config.py`), and every value is
+checked before a job starts.
 """
+
 import ml_collections
 
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.mode = 'train'  # train | evaluate | sweep | train_policy | finetune | import_weights
-  config.seed = 0
+  # The job: train | evaluate | sweep | train_policy | finetune | import_weights
+  # (vitprune_jax/jobs/).
+  config.mode = 'train'
+  config.seed = 0  # Seeds params, data order, augmentation, dropout and the policies' sampling.
 
-  # Multi-host runs (vitprune_jax/parallel.py, launch/): join one JAX runtime before anything else touches JAX.
+  # Multi-host runs (vitprune_jax/parallel.py, launch/): join one JAX runtime before anything else.
   config.distributed = ml_collections.ConfigDict()
-  config.distributed.initialize = 'auto'  # auto (a multi-process launch in the env) | yes | no
-  config.distributed.coordinator_address = ''  # host:port of process 0; '' = JAX_COORDINATOR_ADDRESS or detected.
+  config.distributed.initialize = 'auto'  # auto (a multi-process launch in the env) | yes | no.
+  config.distributed.coordinator_address = ''  # host:port of process 0; '' = from the env.
   config.distributed.num_processes = 0  # 0 = JAX_NUM_PROCESSES or detected.
   config.distributed.process_id = -1  # -1 = JAX_PROCESS_ID or detected.
 
-  config.dataset = ml_collections.ConfigDict()
-  config.dataset.name = 'digits'  # digits | fashion_mnist | cifar10 | imagenet2012
-  config.dataset.data_dir = ''  # TFDS data_dir ('' = TFDS default).
-  config.dataset.manual_dir = ''  # TFDS manual_dir (ImageNet tarballs).
-  config.dataset.fashion_mnist_dir = '/usr/share/datasets/fashion-mnist'  # Debian's idx files.
-  config.dataset.image_size = 8  # Side of the (square) image fed to the model.
-  config.dataset.augment = 'crop'  # none | crop | crop_flip | inception_crop
-  config.dataset.normalization = 'minus_one_to_one'  # minus_one_to_one | imagenet
-  config.dataset.val_fraction = 0.1  # Offline datasets: share of train held out for validation.
-  config.dataset.test_fraction = 0.2  # digits only: it has no official test split.
-  config.dataset.shuffle_buffer = 50_000
-  config.dataset.prefetch = 2
+  # What the model sees (vitprune_jax/data).
+  config.data = ml_collections.ConfigDict()
+  config.data.name = 'digits'  # digits | fashion_mnist | cifar10 | imagenet2012.
+  config.data.data_dir = ''  # TFDS data_dir ('' = TFDS default).
+  config.data.manual_dir = ''  # TFDS manual_dir (ImageNet tarballs).
+  config.data.fashion_mnist_dir = '/usr/share/datasets/fashion-mnist'  # Debian's idx files.
+  config.data.image_size = 8  # Side in pixels of the (square) image fed to the model.
+  config.data.augment = 'crop'  # Training augmentation: none | crop | crop_flip | inception_crop.
+  config.data.normalization = 'minus_one_to_one'  # Pixel scaling: minus_one_to_one | imagenet.
+  config.data.val_fraction = 0.1  # Offline datasets: share of train held out for validation.
+  config.data.test_fraction = 0.2  # digits only (it has no official test split): share for test.
+  config.data.shuffle_buffer = 50_000  # Examples in the training shuffle buffer.
+  config.data.prefetch = 2  # Batches tf.data prepares ahead.
 
+  # The ViT (vitprune_jax/models/vit.py).
   config.model = ml_collections.ConfigDict()
-  config.model.variant = 'digits'  # A preset of vitprune_jax.models.vit.PRESETS ('S/16', 'deit_small', ...).
-  # Geometry overrides; 0 = take the preset's value.
-  config.model.patch_size = 0
-  config.model.hidden_size = 0
-  config.model.num_layers = 0
-  config.model.num_heads = 0
-  config.model.mlp_dim = 0
-  config.model.dropout_rate = 0.0
-  config.model.dtype = 'float32'  # float32 | bfloat16 (compute dtype; params stay fp32).
+  config.model.variant = 'digits'  # A preset of vitprune_jax.models.vit.PRESETS ('S/16', ...).
+  config.model.patch_size = 0  # Pixels per patch side; 0 = the preset's. Same for the four below.
+  config.model.hidden_size = 0  # Token width.
+  config.model.num_layers = 0  # Transformer blocks.
+  config.model.num_heads = 0  # Attention heads per block.
+  config.model.mlp_dim = 0  # Hidden width of each block's MLP.
+  config.model.dropout_rate = 0.0  # Dropout after attention, in the MLP and on the embeddings.
+  config.model.dtype = 'float32'  # Compute dtype: float32 | bfloat16 (params stay float32).
 
+  # Supervised training (mode=train, and the ViT updates of mode=finetune).
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 64  # Global batch over all devices and hosts.
-  config.train.num_epochs = 30
-  config.train.learning_rate = 1e-3
-  config.train.warmup_epochs = 2.0
-  config.train.weight_decay = 0.05
-  config.train.label_smoothing = 0.1
-  config.train.grad_clip_norm = 1.0
-  config.train.log_every_steps = 50
-  config.train.checkpoint_every_steps = 500  # Plus one save at the end of every epoch.
-  config.train.halt_after_steps = 0  # >0: stop this invocation after that many steps (rerun resumes).
-  config.train.init_from = ''  # A train or import_weights workdir whose params start this run (fine-tuning).
+  config.train.num_epochs = 30  # Passes over the training split.
+  config.train.learning_rate = 1e-3  # Peak AdamW learning rate (cosine decay to 0).
+  config.train.warmup_epochs = 2.0  # Linear warm-up from 0 to the peak, in epochs.
+  config.train.weight_decay = 0.05  # AdamW decay on matrices (not on biases, norms, CLS).
+  config.train.label_smoothing = 0.1  # Smoothing of the one-hot targets.
+  config.train.grad_clip_norm = 1.0  # Global-norm clip of the gradients.
+  config.train.log_every_steps = 50  # Training metrics cadence.
+  config.train.checkpoint_every_steps = 500  # Checkpoint cadence (plus one at each epoch's end).
+  # > 0: stop this invocation after that many steps (rerun resumes).
+  config.train.halt_after_steps = 0
+  # Pruned training (CLS-attention paper): from `prune_from_epoch` on, the training forward runs
+  # this pruner (a name of vitprune_jax.pruning.PRUNERS) in compact mode, with the `prune` schedule.
+  config.train.pruner = 'none'
+  config.train.prune_from_epoch = 4  # Epochs trained unpruned first.
 
+  # Evaluation settings shared by every job that scores a model.
   config.eval = ml_collections.ConfigDict()
-  config.eval.batch_size = 256
-  config.eval.split = 'test'  # Split reported by mode='evaluate'.
-  config.eval.checkpoint_dir = ''  # '' = <workdir>/checkpoints; set to reuse another run's model.
+  config.eval.batch_size = 256  # Global eval batch.
+  config.eval.split = 'test'  # Split reported at the end of a job (choices are made on validation).
+  # Timed forwards per pruner (median reported), after a warm-up.
+  config.eval.throughput_repeats = 5
 
-  # mode='import_weights' (vitprune_jax/models/pretrained.py): a foreign checkpoint becomes <workdir>/best.
+  # What a job starts from.
+  config.init = ml_collections.ConfigDict()
+  # A ViT run directory (mode=train or import_weights). train: fine-tune from it ('' = from
+  # scratch); evaluate, sweep: the model scored ('' = this --workdir); train_policy, finetune:
+  # required.
+  config.init.vit_dir = ''
+  # train_policy workdirs: evaluate compares them, finetune uses the first.
+  config.init.policy_dirs = ()
+
+  # mode=import_weights: a foreign checkpoint becomes <workdir>/best.
   config.pretrained = ml_collections.ConfigDict()
-  config.pretrained.path = ''  # .npz (vision_transformer, big_vision), .bin/.pt/.pth (torch) or .safetensors.
-  config.pretrained.format = 'auto'  # auto (by extension) | npz | torch | safetensors
-  config.pretrained.head = 'auto'  # auto (zero-init if the class count differs) | keep | reset (always zero-init)
-  config.pretrained.posemb_resize = 'bilinear'  # Grid interpolation when the image size differs: bilinear | bicubic
-  config.pretrained.drop_distillation_token = False  # Distilled DeiT: drop dist token and head (changes logits).
+  # .npz (vision_transformer, big_vision), .bin/.pt/.pth or .safetensors.
+  config.pretrained.path = ''
+  config.pretrained.format = 'auto'  # auto (by extension) | npz | torch | safetensors.
+  config.pretrained.head = 'auto'  # auto (zero-init if the class count differs) | keep | reset.
+  config.pretrained.posemb_resize = 'bilinear'  # Position grid interpolation: bilinear | bicubic.
+  config.pretrained.drop_distillation_token = False  # Distilled DeiT: drop its token and head.
 
-  # Token pruning (see vitprune_jax/pruning). Schedule: keep_ratio(l) = 1 - r_max * ((l + 1) / L) ** alpha.
+  # Token pruning (vitprune_jax/pruning): keep_ratio(l) = 1 - r_max * ((l + 1) / L) ** alpha.
   config.prune = ml_collections.ConfigDict()
-  config.prune.pruners = ('none',)  # evaluate: pruners compared on one checkpoint, in this order.
-  config.prune.r_max = 0.6
-  config.prune.alpha = 2.0
-  config.prune.mode = 'compact'  # evaluate: compact (real token removal) | mask (same numbers, no speedup).
-  config.prune.train_pruner = 'none'  # train: prune during training (compact mode) with this pruner...
-  config.prune.prune_from_epoch = 4  # ...from this epoch on (seed 002 trains 4 epochs unpruned first).
-  config.prune.throughput_repeats = 5  # Timed forwards per pruner (median reported), after a warm-up.
-  config.prune.visualize_pruner = 'cls_attention'  # evaluate: pruner drawn in pruning_visualization.png...
-  config.prune.visualize_images = 4  # ...for this many eval images (0 = no picture).
-  config.prune.sweep_pruner = 'cls_attention'  # sweep: pruner whose schedule is swept...
-  config.prune.sweep_alphas = (1.0, 1.2, 1.5, 2.0, 3.0)
-  config.prune.sweep_r_maxes = (0.5, 0.6, 0.7, 0.8, 0.9)
-  config.prune.sweep_split = 'validation'  # ...on this split (choose schedules on validation, never test)...
-  config.prune.sweep_tolerance = 0.004  # ...selecting the cheapest within this accuracy drop of unpruned.
+  config.prune.pruners = ('none',)  # evaluate: the pruners compared, in this order.
+  config.prune.r_max = 0.6  # Share of the remaining patches pruned after the last block, in [0, 1].
+  config.prune.alpha = 2.0  # Schedule exponent (> 0): higher prunes later.
+  # compact (tokens really removed) | mask (same numbers, no speedup).
+  config.prune.execution = 'compact'
 
-  # Learned pruning policies (vitprune_jax/rl): the MAPPO learner's settings.
-  config.rl = ml_collections.ConfigDict()
-  config.rl.actor_lr = 3e-4
-  config.rl.critic_lr = 1e-3
-  config.rl.gamma = 0.99
-  config.rl.gae_lambda = 0.95
-  config.rl.clip_eps = 0.2  # PPO ratio clip.
-  config.rl.value_clip_eps = 0.2  # Value-function clip around the rollout's values.
-  config.rl.entropy_coef = 0.01
-  config.rl.value_coef = 0.5
-  config.rl.max_grad_norm = 1.0
-  config.rl.num_epochs = 4  # PPO epochs per update.
-  config.rl.num_minibatches = 4  # Per epoch, over all (env, step, agent) samples.
-  config.rl.hidden_size = 64  # Width of the actor's and the critic's MLPs (two hidden layers).
-  config.rl.normalize_advantages = True
-  # The pruning game (mode='train_policy'): which policy, its rewards, and how long to train.
-  config.rl.policy = 'mappo'  # mappo (RL4EViT: per-token agents at every pruning point) | two_agent (seed 000).
-  config.rl.alpha = 1.0  # Weight of the shared accuracy reward.
-  config.rl.beta = 0.03  # mappo: weight of each pruned token's efficiency reward (0.5 prunes everything).
-  config.rl.accuracy_clip = 5.0  # Floor on the log-probability change in the accuracy reward.
-  config.rl.pruning_points = ()  # mappo: blocks after which agents act; () = every block but the last.
-  config.rl.target_prune_ratio = 0.5  # two_agent: share of patches to prune...
-  config.rl.ratio_penalty = 2.0  # ...and lambda in reward = accuracy - lambda * |achieved - target|.
-  config.rl.two_agent_point = 0  # two_agent: the block after which both agents vote.
-  config.rl.num_envs = 64  # Images (episodes) per update, global.
-  config.rl.num_updates = 200
-  config.rl.log_every = 10
-  config.rl.checkpoint_every = 50
-  # Compact-mode capacity per layer: this quantile of the tokens the policy keeps on validation images, rounded
-  # up to the bucket. Images that want more keep their best-scored tokens; 1.0 = never cut a decision.
-  config.rl.capacity_quantile = 0.9
-  config.rl.capacity_bucket = 4
-  config.rl.policy_dir = ''  # evaluate: a train_policy workdir whose policy joins the comparison.
-  # finetune: what the ViT sees while it trains: 'policy' (RL4EViT: the policy's own decisions, mask mode) or
-  # 'deployed' (the compact-mode pruner inference runs: capacities from validation, filled by the policy's scores).
-  config.rl.finetune_pruner = 'policy'
+  # mode=sweep: a grid over the schedule (CLS-attention paper, section 5), chosen on `split`.
+  config.sweep = ml_collections.ConfigDict()
+  config.sweep.pruner = 'cls_attention'  # The pruner whose schedule is swept.
+  config.sweep.alphas = (1.0, 1.2, 1.5, 2.0, 3.0)  # Values of prune.alpha tried.
+  config.sweep.r_maxes = (0.5, 0.6, 0.7, 0.8, 0.9)  # Values of prune.r_max tried.
+  config.sweep.split = 'validation'  # Split the schedules are scored on (never test).
+  # Choose the cheapest schedule within this accuracy drop of unpruned.
+  config.sweep.tolerance = 0.004
+
+  # mode=evaluate: the picture of the kept patches (pruning_visualization.png).
+  config.viz = ml_collections.ConfigDict()
+  config.viz.pruner = 'cls_attention'  # Pruner drawn; 'none' = no picture.
+  config.viz.num_images = 4  # Eval images drawn; 0 = no picture.
+
+  # The MAPPO learner (vitprune_jax/rl/learner.py), for mode=train_policy.
+  config.ppo = ml_collections.ConfigDict()
+  config.ppo.actor_lr = 3e-4  # Adam learning rate of the shared actor.
+  config.ppo.critic_lr = 1e-3  # Adam learning rate of the centralised critic.
+  config.ppo.gamma = 0.99  # Discount per pruning point.
+  config.ppo.gae_lambda = 0.95  # GAE lambda.
+  config.ppo.clip_eps = 0.2  # PPO ratio clip.
+  config.ppo.value_clip_eps = 0.2  # Value-function clip around the rollout's values.
+  config.ppo.entropy_coef = 0.01  # Weight of the entropy bonus.
+  config.ppo.value_coef = 0.5  # Weight of the value loss.
+  config.ppo.max_grad_norm = 1.0  # Global-norm clip of each network's gradients.
+  config.ppo.update_epochs = 4  # PPO epochs over each rollout.
+  config.ppo.num_minibatches = 4  # Minibatches per PPO epoch, over all (env, step, agent) samples.
+  config.ppo.hidden_size = 64  # Width of the actor's and the critic's MLPs (two hidden layers).
+  config.ppo.normalize_advantages = True  # Standardise advantages over the acting samples.
+  config.ppo.num_envs = 64  # Images (episodes) per update, global.
+  config.ppo.num_updates = 200  # Updates in the run.
+  config.ppo.log_every_steps = 10  # Metrics cadence, in updates.
+  config.ppo.checkpoint_every_steps = 50  # Checkpoint cadence, in updates.
+
+  # The pruning game a policy learns (vitprune_jax/rl/pruning_env.py, two_agent_env.py).
+  config.game = ml_collections.ConfigDict()
+  # mappo (RL4EViT: per-token agents at every pruning point) | two_agent (attention + similarity).
+  config.game.policy = 'mappo'
+  config.game.accuracy_weight = 1.0  # Weight of the shared accuracy reward.
+  config.game.efficiency_weight = 0.03  # mappo: weight of a pruned token's reward (0.5 prunes all).
+  config.game.accuracy_clip = 5.0  # Floor on the log-probability change in the accuracy reward.
+  config.game.pruning_points = ()  # mappo: blocks after which agents act; () = all but the last.
+  config.game.target_prune_ratio = 0.5  # two_agent: share of patches to prune...
+  # ...and lambda in reward = accuracy - lambda * |achieved - target|.
+  config.game.ratio_penalty = 2.0
+  config.game.two_agent_point = 0  # two_agent: the block after which both agents vote.
+
+  # A learned policy at inference (compact mode needs a static capacity per layer).
+  config.deploy = ml_collections.ConfigDict()
+  # mappo: capacity = this quantile of the tokens the policy keeps on validation images, rounded up
+  # to
+  # `capacity_bucket`; images that want more keep their best-scored tokens. 1.0 = never cut a
+  # decision.
+  config.deploy.capacity_quantile = 0.9
+  config.deploy.capacity_bucket = 4  # Capacities are multiples of this many tokens.
+
+  # mode=finetune: the ViT learns with a frozen policy pruning in the loop (RL4EViT's second phase).
+  config.finetune = ml_collections.ConfigDict()
+  # policy (RL4EViT: the policy's own decisions, mask mode) | deployed (what inference runs:
+  # validation capacities filled by the policy's scores, compact mode).
+  config.finetune.train_on = 'policy'
   return config

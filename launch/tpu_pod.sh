@@ -16,7 +16,7 @@
 #   CREATE_ARGS       extra `tpu-vm create` arguments, split on spaces (e.g. "--spot").
 #   CONFIG            config file, relative to the checkout (e.g. configs/imagenet_deit_s.py).
 #   WORKDIR           run directory on GCS (gs://bucket/run): the workers share no disk, orbax and the results
-#                     writers all speak gs://. Put TFDS data there too: --config.dataset.data_dir=gs://bucket/tfds.
+#                     writers all speak gs://. Put TFDS data there too: --config.data.data_dir=gs://bucket/tfds.
 #   REPO_URL          git URL the workers clone; unset: this checkout (tracked and untracked, not ignored files)
 #                     is copied to them with `tpu-vm scp`.
 #   REPO_REF          what the workers check out from REPO_URL (default origin/HEAD).
@@ -29,7 +29,7 @@
 #
 # Example:
 #   TPU_NAME=vit-pod ZONE=us-central2-b PROJECT=my-proj CONFIG=configs/imagenet_deit_s.py \
-#     WORKDIR=gs://my-bucket/runs/deit_s launch/tpu_pod.sh --config.dataset.data_dir=gs://my-bucket/tfds
+#     WORKDIR=gs://my-bucket/runs/deit_s launch/tpu_pod.sh --config.data.data_dir=gs://my-bucket/tfds
 set -euo pipefail
 # shellcheck source=launch/common.sh source-path=SCRIPTDIR/..
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"

@@ -1,5 +1,8 @@
 """Tests for the tf.data pipeline on digits, Fashion-MNIST and mocked TFDS (never downloads)."""
+
 import collections
+import dataclasses
+import itertools
 import math
 import os
 import socket
@@ -9,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from tests import helpers
 from vitprune_jax import data
 from vitprune_jax.data import offline
 from vitprune_jax.errors import UserError
@@ -18,8 +22,8 @@ _IMAGENET_LOW = min((0 - m) / s for m, s in zip((0.485, 0.456, 0.406), (0.229, 0
 _IMAGENET_HIGH = max((1 - m) / s for m, s in zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
 
 
-def _batches(config, split, **kwargs) -> list[dict[str, np.ndarray]]:
-  return list(data.as_numpy(data.make_dataset(config, split, **kwargs)))
+def _batches(spec, split, **kwargs) -> list[dict[str, np.ndarray]]:
+  return list(data.as_numpy(data.make_dataset(spec, split, **kwargs)))
 
 
 def _stack(batches, key) -> np.ndarray:
@@ -45,21 +49,14 @@ def _check_batch(batch, batch_size, shape, num_classes) -> None:
   assert batch['label'].min() >= 0 and batch['label'].max() < num_classes
 
 
-@pytest.fixture
-def digits_config(base_config):
-  base_config.dataset.name = 'digits'
-  base_config.dataset.image_size = 8
-  base_config.dataset.augment = 'crop_flip'
-  return base_config
+_DIGITS = data.DataSpec(name='digits', image_size=8, augment='crop_flip')
 
 
 @pytest.fixture
-def fashion_config(base_config, tiny_fashion_mnist):
-  base_config.dataset.name = 'fashion_mnist'
-  base_config.dataset.fashion_mnist_dir = tiny_fashion_mnist[0]
-  base_config.dataset.image_size = 28
-  base_config.dataset.val_fraction = 0.2
-  return base_config
+def fashion_spec(tiny_fashion_mnist):
+  return data.DataSpec(
+    name='fashion_mnist', fashion_mnist_dir=tiny_fashion_mnist[0], image_size=28, val_fraction=0.2
+  )
 
 
 @pytest.fixture
@@ -71,34 +68,49 @@ def two_processes(monkeypatch):
   return lambda i: index.__setitem__(0, i)
 
 
-def test_get_info_digits(digits_config):
-  info = data.get_info(digits_config)
+def test_spec_defaults_are_the_default_config():
+  """Jobs can build the spec as DataSpec(**config.data, seed=config.seed); same values."""
+  config = helpers.load_default_config()
+  assert dataclasses.asdict(data.DataSpec()) == {**config.data.to_dict(), 'seed': config.seed}
+
+
+def test_model_input_reads_no_data():
+  spec = data.DataSpec(name='imagenet2012', image_size=224, data_dir='/nonexistent')
+  assert data.model_input(spec) == (1000, (224, 224, 3))
+  assert data.model_input(_DIGITS) == (10, (8, 8, 1))
+
+
+def test_get_info_digits():
+  info = data.get_info(_DIGITS)
   assert info == data.DatasetInfo(
-      name='digits', num_classes=10, image_shape=(8, 8, 1),
-      split_sizes={'train': 1258, 'validation': 180, 'test': 359})
+    name='digits',
+    num_classes=10,
+    image_shape=(8, 8, 1),
+    split_sizes={'train': 1258, 'validation': 180, 'test': 359},
+  )
   assert sum(info.split_sizes.values()) == 1797
 
 
 @pytest.mark.parametrize('split', ['train', 'validation', 'test'])
-def test_digits_eval_covers_split_in_order(digits_config, split):
-  batches = _batches(digits_config, split, global_batch_size=64, train=False)
-  images, labels = offline.load(digits_config)[split]
+def test_digits_eval_covers_split_in_order(split):
+  batches = _batches(_DIGITS, split, global_batch_size=64, train=False)
+  images, labels = offline.load(_DIGITS)[split]
   for b in batches:
     _check_batch(b, 64, (8, 8, 1), 10)
   mask = _stack(batches, 'mask')
   assert mask.sum() == len(labels) and len(batches) == -(-len(labels) // 64)
   real = mask == 1
-  assert np.all(real[:len(labels)]) and not np.any(real[len(labels):])
+  assert np.all(real[: len(labels)]) and not np.any(real[len(labels) :])
   np.testing.assert_array_equal(_stack(batches, 'label')[real], labels)
   np.testing.assert_array_equal(_to_uint8(_stack(batches, 'image')[real]), images)
   assert np.all(_stack(batches, 'image')[~real] == 0)
 
 
-def test_digits_splits_partition_the_dataset(digits_config):
+def test_digits_splits_partition_the_dataset():
   """Through the pipeline: each of the 1797 images lands in exactly one split."""
   seen = {}
   for split in ('train', 'validation', 'test'):
-    batches = _batches(digits_config, split, global_batch_size=500, train=False)
+    batches = _batches(_DIGITS, split, global_batch_size=500, train=False)
     real = _stack(batches, 'mask') == 1
     images = _to_uint8(_stack(batches, 'image')[real])
     seen[split] = collections.Counter(x.tobytes() for x in images)
@@ -110,15 +122,15 @@ def test_digits_splits_partition_the_dataset(digits_config):
 
 
 @pytest.mark.parametrize('augment', ['none', 'crop', 'crop_flip', 'inception_crop'])
-def test_digits_train_batches(digits_config, augment):
-  digits_config.dataset.augment = augment
-  batches = _batches(digits_config, 'train', global_batch_size=100, train=True)
+def test_digits_train_batches(augment):
+  spec = dataclasses.replace(_DIGITS, augment=augment)
+  batches = _batches(spec, 'train', global_batch_size=100, train=True)
   assert len(batches) == 1258 // 100
   for b in batches:
     _check_batch(b, 100, (8, 8, 1), 10)
     assert np.all(b['mask'] == 1)
     assert b['image'].min() >= -1 and b['image'].max() <= 1
-  train_images, _ = offline.load(digits_config)['train']
+  train_images, _ = offline.load(spec)['train']
   raw = collections.Counter(x.tobytes() for x in train_images)
   epoch = collections.Counter(x.tobytes() for x in _to_uint8(_stack(batches, 'image')))
   if augment == 'none':
@@ -127,50 +139,85 @@ def test_digits_train_batches(digits_config, augment):
     assert sum((epoch - raw).values()) > 600  # Most examples really are augmented.
 
 
-def test_digits_imagenet_normalization(digits_config):
-  digits_config.dataset.normalization = 'imagenet'
-  images = _stack(_batches(digits_config, 'test', global_batch_size=400, train=False), 'image')
+def test_digits_imagenet_normalization():
+  spec = dataclasses.replace(_DIGITS, normalization='imagenet')
+  images = _stack(_batches(spec, 'test', global_batch_size=400, train=False), 'image')
   assert images.min() >= _IMAGENET_LOW and images.max() <= _IMAGENET_HIGH
   assert images.min() < -1.5 and images.max() > 2  # Really standardised, not [-1, 1].
 
 
-def test_digits_resized(digits_config):
-  digits_config.dataset.image_size = 16
-  assert data.get_info(digits_config).image_shape == (16, 16, 1)
+def test_digits_resized():
+  spec = dataclasses.replace(_DIGITS, image_size=16)
+  assert data.get_info(spec).image_shape == (16, 16, 1)
   for train in (True, False):
-    batch = _batches(digits_config, 'validation', global_batch_size=32, train=train)[0]
+    batch = _batches(spec, 'validation', global_batch_size=32, train=train)[0]
     _check_batch(batch, 32, (16, 16, 1), 10)
     assert batch['image'].min() >= -1 and batch['image'].max() <= 1
 
 
-def test_train_is_deterministic_per_seed_and_epoch(digits_config):
+def test_train_is_deterministic_per_seed_and_epoch():
   kwargs = dict(global_batch_size=128, train=True)
-  first = _batches(digits_config, 'train', epoch=3, **kwargs)
-  _assert_same(first, _batches(digits_config, 'train', epoch=3, **kwargs))
-  other_epoch = _batches(digits_config, 'train', epoch=4, **kwargs)
+  first = _batches(_DIGITS, 'train', epoch=3, **kwargs)
+  _assert_same(first, _batches(_DIGITS, 'train', epoch=3, **kwargs))
+  other_epoch = _batches(_DIGITS, 'train', epoch=4, **kwargs)
   assert not np.array_equal(_stack(first, 'label'), _stack(other_epoch, 'label'))
-  digits_config.seed = 1
-  other_seed = _batches(digits_config, 'train', epoch=3, **kwargs)
+  other_seed = _batches(dataclasses.replace(_DIGITS, seed=1), 'train', epoch=3, **kwargs)
   assert not np.array_equal(_stack(first, 'label'), _stack(other_seed, 'label'))
 
 
 @pytest.mark.parametrize('augment', ['crop_flip', 'inception_crop'])
-def test_skip_batches_resumes_exactly(digits_config, augment):
-  digits_config.dataset.augment = augment
+def test_skip_batches_resumes_exactly(augment):
+  spec = dataclasses.replace(_DIGITS, augment=augment)
   kwargs = dict(global_batch_size=128, train=True, epoch=2)
-  full = _batches(digits_config, 'train', **kwargs)
+  full = _batches(spec, 'train', **kwargs)
   assert len(full) == 9
   for skip in (1, 4, 9, 12):
-    _assert_same(full[skip:], _batches(digits_config, 'train', skip_batches=skip, **kwargs))
+    _assert_same(full[skip:], _batches(spec, 'train', skip_batches=skip, **kwargs))
 
 
-def test_two_processes_share_the_work(digits_config, two_processes):
-  labels = offline.load(digits_config)['test'][1]
+def test_train_batches_resumes_across_epochs():
+  """From step 13 with 9 steps an epoch: epoch 1 from its batch 4, then epochs 2, 3, ..."""
+  kwargs = dict(global_batch_size=128, train=True)
+  epochs = [_batches(_DIGITS, 'train', epoch=e, **kwargs) for e in range(3)]
+  assert [len(e) for e in epochs] == [9, 9, 9]  # 1258 // 128.
+  uninterrupted = epochs[0] + epochs[1] + epochs[2]
+
+  def run(start_step, count):
+    it = data.train_batches(
+      _DIGITS, global_batch_size=128, start_step=start_step, steps_per_epoch=9
+    )
+    return list(itertools.islice(it, count))
+
+  _assert_same(run(0, 27), uninterrupted)  # Forever: it runs on past the first epoch.
+  _assert_same(run(13, 14), uninterrupted[13:])  # 5 from epoch 1, then all 9 of epoch 2.
+  _assert_same(run(9, 9), epochs[1])  # Exactly at a boundary: a whole epoch, none skipped.
+  assert not np.array_equal(epochs[0][4]['label'], epochs[1][4]['label'])  # Epochs differ.
+
+
+def test_train_batches_rejects_bad_steps():
+  with pytest.raises(ValueError, match='steps_per_epoch'):
+    next(data.train_batches(_DIGITS, global_batch_size=8, start_step=0, steps_per_epoch=0))
+  with pytest.raises(UserError, match='less than one batch of 2048') as e:
+    next(data.train_batches(_DIGITS, global_batch_size=2048, start_step=0, steps_per_epoch=1))
+  assert '\n' not in str(e.value)
+
+
+def test_empty_eval_split():
+  spec = dataclasses.replace(_DIGITS, val_fraction=0.0)
+  assert data.get_info(spec).split_sizes['validation'] == 0
+  with pytest.raises(UserError, match='validation split of digits is empty.*val_fraction') as e:
+    data.make_dataset(spec, 'validation', global_batch_size=8, train=False)
+  assert '\n' not in str(e.value)
+  assert not _batches(spec, 'validation', global_batch_size=8, train=True)  # Train: no batch.
+
+
+def test_two_processes_share_the_work(two_processes):
+  labels = offline.load(_DIGITS)['test'][1]
   evals, trains = [], []
   for index in (0, 1):
     two_processes(index)
-    evals.append(_batches(digits_config, 'test', global_batch_size=64, train=False))
-    trains.append(_batches(digits_config, 'train', global_batch_size=64, train=True))
+    evals.append(_batches(_DIGITS, 'test', global_batch_size=64, train=False))
+    trains.append(_batches(_DIGITS, 'train', global_batch_size=64, train=True))
   assert len(evals[0]) == len(evals[1]) == math.ceil(math.ceil(len(labels) / 2) / 32)
   assert len(trains[0]) == len(trains[1]) == 1258 // 64
   for b in evals[0] + evals[1] + trains[0] + trains[1]:
@@ -180,83 +227,86 @@ def test_two_processes_share_the_work(digits_config, two_processes):
   np.testing.assert_array_equal(eval_labels[1], labels[1::2])
 
 
-def test_batch_must_split_over_processes(digits_config, two_processes):
+def test_batch_must_split_over_processes(two_processes):
   del two_processes
   with pytest.raises(UserError, match='multiple of the 2 JAX processes'):
-    data.make_dataset(digits_config, 'train', global_batch_size=63, train=True)
+    data.make_dataset(_DIGITS, 'train', global_batch_size=63, train=True)
 
 
-@pytest.mark.parametrize('key, value, message', [
-    ('name', 'mnist', 'unknown dataset'),
-    ('augment', 'mixup', 'augment'),
-    ('normalization', 'zca', 'normalization'),
-    ('image_size', 1, 'image_size'),
-])
-def test_bad_config(digits_config, key, value, message):
-  digits_config.dataset[key] = value
+@pytest.mark.parametrize(
+  'key, value, message',
+  [
+    ('name', 'mnist', r'unknown dataset .* \(--config\.data\.name\)'),
+    ('augment', 'mixup', r'--config\.data\.augment'),
+    ('normalization', 'zca', r'--config\.data\.normalization'),
+    ('image_size', 1, r'--config\.data\.image_size'),
+  ],
+)
+def test_bad_spec(key, value, message):
   with pytest.raises(UserError, match=message) as e:
-    data.make_dataset(digits_config, 'train', global_batch_size=8, train=True)
+    data.make_dataset(
+      dataclasses.replace(_DIGITS, **{key: value}), 'train', global_batch_size=8, train=True
+    )
   assert '\n' not in str(e.value)
 
 
-def test_unknown_dataset_and_split(digits_config):
+def test_unknown_dataset_and_split():
   with pytest.raises(UserError, match='valid: train, validation, test'):
-    data.make_dataset(digits_config, 'val', global_batch_size=8, train=False)
-  digits_config.dataset.name = 'mnist'
+    data.make_dataset(_DIGITS, 'val', global_batch_size=8, train=False)
   with pytest.raises(UserError, match='valid: digits, fashion_mnist, cifar10, imagenet2012'):
-    data.get_info(digits_config)
+    data.get_info(dataclasses.replace(_DIGITS, name='mnist'))
 
 
-def test_fashion_mnist_tiny_through_pipeline(fashion_config, tiny_fashion_mnist):
+def test_fashion_mnist_tiny_through_pipeline(fashion_spec, tiny_fashion_mnist):
   _, raw = tiny_fashion_mnist
-  info = data.get_info(fashion_config)
+  info = data.get_info(fashion_spec)
   assert info.split_sizes == {'train': 40, 'validation': 10, 'test': 20}
   assert info.image_shape == (28, 28, 1) and info.num_classes == 10
-  batches = _batches(fashion_config, 'test', global_batch_size=8, train=False)
+  batches = _batches(fashion_spec, 'test', global_batch_size=8, train=False)
   real = _stack(batches, 'mask') == 1
   assert real.sum() == 20 and len(batches) == 3
-  np.testing.assert_array_equal(_to_uint8(_stack(batches, 'image')[real])[..., 0],
-                                raw['test_images'])
+  np.testing.assert_array_equal(
+    _to_uint8(_stack(batches, 'image')[real])[..., 0], raw['test_images']
+  )
   np.testing.assert_array_equal(_stack(batches, 'label')[real], raw['test_labels'])
   seen = collections.Counter()
   for split in ('train', 'validation'):
-    batches = _batches(fashion_config, split, global_batch_size=8, train=False)
+    batches = _batches(fashion_spec, split, global_batch_size=8, train=False)
     real = _stack(batches, 'mask') == 1
     seen.update(x.tobytes() for x in _to_uint8(_stack(batches, 'image')[real])[..., 0])
   assert seen == collections.Counter(x.tobytes() for x in raw['train_images'])
-  train = _batches(fashion_config, 'train', global_batch_size=8, train=True, epoch=1)
+  train = _batches(fashion_spec, 'train', global_batch_size=8, train=True, epoch=1)
   assert len(train) == 5
-  _assert_same(train[2:], _batches(fashion_config, 'train', global_batch_size=8, train=True,
-                                   epoch=1, skip_batches=2))
+  _assert_same(
+    train[2:],
+    _batches(fashion_spec, 'train', global_batch_size=8, train=True, epoch=1, skip_batches=2),
+  )
 
 
-def test_fashion_mnist_real_files(base_config):
+def test_fashion_mnist_real_files():
   if not os.path.isdir(_DEBIAN_FASHION_MNIST):
     pytest.skip(f'{_DEBIAN_FASHION_MNIST} missing: `apt-get install dataset-fashion-mnist`')
-  base_config.dataset.name = 'fashion_mnist'
-  base_config.dataset.fashion_mnist_dir = _DEBIAN_FASHION_MNIST
-  base_config.dataset.image_size = 28
-  info = data.get_info(base_config)
+  spec = data.DataSpec(name='fashion_mnist', fashion_mnist_dir=_DEBIAN_FASHION_MNIST, image_size=28)
+  info = data.get_info(spec)
   assert info.split_sizes == {'train': 54000, 'validation': 6000, 'test': 10000}
   assert sum(info.split_sizes.values()) == 70000
-  batches = _batches(base_config, 'test', global_batch_size=3000, train=False)
+  batches = _batches(spec, 'test', global_batch_size=3000, train=False)
   real = _stack(batches, 'mask') == 1
   assert real.sum() == 10000 and len(batches) == 4
   labels = offline.read_idx(os.path.join(_DEBIAN_FASHION_MNIST, 't10k-labels-idx1-ubyte.gz'))
   np.testing.assert_array_equal(_stack(batches, 'label')[real], labels)
-  base_config.dataset.image_size = 16
-  batch = next(data.as_numpy(data.make_dataset(base_config, 'train', global_batch_size=256,
-                                               train=True)))
+  spec = dataclasses.replace(spec, image_size=16)
+  batch = next(data.as_numpy(data.make_dataset(spec, 'train', global_batch_size=256, train=True)))
   _check_batch(batch, 256, (16, 16, 1), 10)
   assert batch['image'].min() >= -1 and batch['image'].max() <= 1
 
 
-def test_fashion_mnist_missing_everywhere(base_config, tmp_path):
-  base_config.dataset.name = 'fashion_mnist'
-  base_config.dataset.fashion_mnist_dir = str(tmp_path)
-  base_config.dataset.data_dir = str(tmp_path / 'tfds')
+def test_fashion_mnist_missing_everywhere(tmp_path):
+  spec = data.DataSpec(
+    name='fashion_mnist', fashion_mnist_dir=str(tmp_path), data_dir=str(tmp_path / 'tfds')
+  )
   with pytest.raises(UserError, match='apt-get install dataset-fashion-mnist'):
-    data.get_info(base_config)
+    data.get_info(spec)
 
 
 @pytest.fixture
@@ -274,48 +324,54 @@ def no_network(monkeypatch):
   return attempts
 
 
-def test_unprepared_cifar10(base_config, tmp_path, no_network):
-  base_config.dataset.name = 'cifar10'
-  base_config.dataset.data_dir = str(tmp_path / 'empty')
-  for call in (lambda: data.get_info(base_config),
-               lambda: data.make_dataset(base_config, 'train', global_batch_size=8, train=True)):
+def test_unprepared_cifar10(tmp_path, no_network):
+  spec = data.DataSpec(name='cifar10', data_dir=str(tmp_path / 'empty'))
+  for call in (
+    lambda: data.get_info(spec),
+    lambda: data.make_dataset(spec, 'train', global_batch_size=8, train=True),
+  ):
     with pytest.raises(UserError) as e:
       call()
     message = str(e.value)
     assert 'download_and_prepare' in message and str(tmp_path / 'empty') in message
-    assert '\n' not in message
+    assert '--config.data.data_dir' in message and '\n' not in message
   assert not no_network
   assert not os.path.exists(tmp_path / 'empty' / 'downloads')
 
 
-def test_unprepared_imagenet(base_config, tmp_path, no_network):
-  base_config.dataset.name = 'imagenet2012'
-  base_config.dataset.data_dir = str(tmp_path / 'empty')
-  base_config.dataset.manual_dir = str(tmp_path / 'manual')
+def test_unprepared_imagenet(tmp_path, no_network):
+  spec = data.DataSpec(
+    name='imagenet2012', data_dir=str(tmp_path / 'empty'), manual_dir=str(tmp_path / 'manual')
+  )
   with pytest.raises(UserError) as e:
-    data.get_info(base_config)
+    data.get_info(spec)
   message = str(e.value)
   assert 'ILSVRC2012_img_train.tar' in message and 'ILSVRC2012_img_val.tar' in message
   assert str(tmp_path / 'manual') in message and '\n' not in message
+  assert '--config.data.manual_dir' in message
   assert not no_network
 
 
 def _mock_tfds(data_dir, num_examples):
   """TFDS's own offline mock; USE_FILES reads split sizes from `fake_prepared_tfds` metadata."""
-  return tfds.testing.mock_data(num_examples=num_examples, data_dir=data_dir,
-                                policy=tfds.testing.MockPolicy.USE_FILES)
+  return tfds.testing.mock_data(
+    num_examples=num_examples, data_dir=data_dir, policy=tfds.testing.MockPolicy.USE_FILES
+  )
 
 
-def test_cifar10_mocked(base_config, fake_prepared_tfds, no_network):
+def test_cifar10_mocked(fake_prepared_tfds, no_network):
   data_dir = fake_prepared_tfds('cifar10', {'train': 100, 'test': 20})
-  config = base_config
-  config.dataset.update(name='cifar10', data_dir=data_dir, image_size=48, augment='crop_flip')
+  spec = data.DataSpec(name='cifar10', data_dir=data_dir, image_size=48, augment='crop_flip')
   with _mock_tfds(data_dir, num_examples=20):
-    info = data.get_info(config)
-    assert info == data.DatasetInfo(name='cifar10', num_classes=10, image_shape=(48, 48, 3),
-                                    split_sizes={'train': 98, 'validation': 2, 'test': 20})
+    info = data.get_info(spec)
+    assert info == data.DatasetInfo(
+      name='cifar10',
+      num_classes=10,
+      image_shape=(48, 48, 3),
+      split_sizes={'train': 98, 'validation': 2, 'test': 20},
+    )
     raw = list(tfds.as_numpy(tfds.builder('cifar10', data_dir=data_dir).as_dataset(split='test')))
-    batches = _batches(config, 'test', global_batch_size=8, train=False)
+    batches = _batches(spec, 'test', global_batch_size=8, train=False)
     assert len(batches) == 3
     for b in batches:
       _check_batch(b, 8, (48, 48, 3), 10)
@@ -323,34 +379,38 @@ def test_cifar10_mocked(base_config, fake_prepared_tfds, no_network):
     assert real.sum() == 20
     np.testing.assert_array_equal(_stack(batches, 'label')[real], [ex['label'] for ex in raw])
     for augment in ('crop_flip', 'inception_crop'):
-      config.dataset.augment = augment
+      train_spec = dataclasses.replace(spec, augment=augment)
       # The mock serves 20 examples whatever the split, though metadata says 98: 2 batches.
-      train = _batches(config, 'train', global_batch_size=8, train=True, epoch=1)
+      train = _batches(train_spec, 'train', global_batch_size=8, train=True, epoch=1)
       assert len(train) == 2
       for b in train:
         _check_batch(b, 8, (48, 48, 3), 10)
         assert b['image'].min() >= -1 and b['image'].max() <= 1 and np.all(b['mask'] == 1)
-      _assert_same(train, _batches(config, 'train', global_batch_size=8, train=True, epoch=1))
+      _assert_same(train, _batches(train_spec, 'train', global_batch_size=8, train=True, epoch=1))
   assert not no_network
 
 
-def test_imagenet2012_mocked(base_config, fake_prepared_tfds, no_network):
+def test_imagenet2012_mocked(fake_prepared_tfds, no_network):
   data_dir = fake_prepared_tfds('imagenet2012', {'train': 200, 'validation': 10})
-  config = base_config
-  config.dataset.update(name='imagenet2012', data_dir=data_dir, image_size=64,
-                        normalization='imagenet', augment='inception_crop')
+  spec = data.DataSpec(
+    name='imagenet2012',
+    data_dir=data_dir,
+    image_size=64,
+    normalization='imagenet',
+    augment='inception_crop',
+  )
   with _mock_tfds(data_dir, num_examples=10):
-    info = data.get_info(config)
+    info = data.get_info(spec)
     assert info.split_sizes == {'train': 198, 'validation': 2, 'test': 10}
     assert info.num_classes == 1000 and info.image_shape == (64, 64, 3)
-    batches = _batches(config, 'test', global_batch_size=4, train=False)
+    batches = _batches(spec, 'test', global_batch_size=4, train=False)
     assert len(batches) == 3 and _stack(batches, 'mask').sum() == 10
     for b in batches:
       _check_batch(b, 4, (64, 64, 3), 1000)
       assert b['image'].min() >= _IMAGENET_LOW and b['image'].max() <= _IMAGENET_HIGH
     for augment in ('inception_crop', 'crop_flip', 'none'):
-      config.dataset.augment = augment
-      train = _batches(config, 'train', global_batch_size=4, train=True)
+      train_spec = dataclasses.replace(spec, augment=augment)
+      train = _batches(train_spec, 'train', global_batch_size=4, train=True)
       assert len(train) == 2
       for b in train:
         _check_batch(b, 4, (64, 64, 3), 1000)

@@ -1,5 +1,7 @@
 """Tests for the offline datasets: the idx reader, the fixed splits and the error messages."""
+
 import collections
+import dataclasses
 import gzip
 import os
 
@@ -18,8 +20,9 @@ def _row_counts(*images: np.ndarray) -> collections.Counter:
   return collections.Counter(row.tobytes() for x in images for row in x)
 
 
-def _check_partition(parts: dict[str, offline.Arrays], images: np.ndarray,
-                     labels: np.ndarray) -> None:
+def _check_partition(
+  parts: dict[str, offline.Arrays], images: np.ndarray, labels: np.ndarray
+) -> None:
   """`parts` split (images, labels) exactly: nothing lost, nothing duplicated, order kept."""
   assert _row_counts(*(x for x, _ in parts.values())) == _row_counts(images)
   keys = {s: {row.tobytes() for row in x} for s, (x, _) in parts.items()}
@@ -27,7 +30,7 @@ def _check_partition(parts: dict[str, offline.Arrays], images: np.ndarray,
   if unique_raw:
     names = list(keys)
     for i, a in enumerate(names):
-      for b in names[i + 1:]:
+      for b in names[i + 1 :]:
         assert not keys[a] & keys[b], (a, b)
   index = {row.tobytes(): i for i, row in enumerate(images)}
   for x, y in parts.values():
@@ -46,11 +49,14 @@ def test_read_idx_round_trip(tiny_fashion_mnist):
   np.testing.assert_array_equal(labels, raw['train_labels'])
 
 
-@pytest.mark.parametrize('payload, message', [
+@pytest.mark.parametrize(
+  'payload, message',
+  [
     (b'\x00\x00\x08\x01\x00\x00\x00\x03\x01\x02', 'header says'),  # 2 of 3 bytes.
     (b'\x00\x00\x08\x03\x00\x00', 'truncated'),
     (b'\x12\x34\x08\x01\x00\x00\x00\x01\x01', 'magic'),
-])
+  ],
+)
 def test_read_idx_rejects_corrupt_files(tmp_path, payload, message):
   path = tmp_path / 'bad.gz'
   with gzip.open(path, 'wb') as f:
@@ -102,13 +108,14 @@ def test_fashion_mnist_missing_files(tmp_path):
     offline.load_fashion_mnist(str(empty), 0.1, data_dir=str(tmp_path / 'tfds'))
   message = str(e.value)
   assert 'apt-get install dataset-fashion-mnist' in message
-  assert '--config.dataset.fashion_mnist_dir' in message and '\n' not in message
+  assert '--config.data.fashion_mnist_dir' in message and '\n' not in message
 
 
 def test_fashion_mnist_falls_back_to_prepared_tfds(tmp_path, fake_prepared_tfds):
   data_dir = fake_prepared_tfds('fashion_mnist', {'train': 30, 'test': 30})
-  with tfds.testing.mock_data(num_examples=30, policy=tfds.testing.MockPolicy.USE_FILES,
-                              data_dir=data_dir):
+  with tfds.testing.mock_data(
+    num_examples=30, policy=tfds.testing.MockPolicy.USE_FILES, data_dir=data_dir
+  ):
     parts = offline.load_fashion_mnist(str(tmp_path / 'no-idx-here'), 0.1, data_dir=data_dir)
   assert {s: len(y) for s, (_, y) in parts.items()} == {'train': 27, 'validation': 3, 'test': 30}
   assert parts['train'][0].shape[1:] == (28, 28, 1) and parts['train'][0].dtype == np.uint8
@@ -139,10 +146,14 @@ def test_digits_bad_fractions(val, test):
     offline.load_digits(val, test)
 
 
-def test_load_dispatches_on_config(base_config, tiny_fashion_mnist):
-  base_config.dataset.name = 'fashion_mnist'
-  base_config.dataset.fashion_mnist_dir = tiny_fashion_mnist[0]
-  assert len(offline.load(base_config)['test'][1]) == 20
-  base_config.dataset.name = 'cifar10'
+def test_load_dispatches_on_spec(tiny_fashion_mnist):
+  spec = offline.DataSpec(name='fashion_mnist', fashion_mnist_dir=tiny_fashion_mnist[0])
+  assert len(offline.load(spec)['test'][1]) == 20
+  assert len(offline.load(offline.DataSpec(name='digits'))['test'][1]) == 359
   with pytest.raises(UserError, match='offline'):
-    offline.load(base_config)
+    offline.load(dataclasses.replace(spec, name='cifar10'))
+
+
+def test_bad_fraction_names_the_config_key():
+  with pytest.raises(UserError, match=r'^--config\.data\.val_fraction must be in \[0, 1\)'):
+    offline.load(offline.DataSpec(val_fraction=1.5))

@@ -1,4 +1,9 @@
-"""ViT shapes, parameter counts of the presets, attention statistics and keep-mask semantics."""
+"""ViT parameter tree, presets, attention statistics, keep-mask semantics and the stage methods."""
+
+import dataclasses
+import functools
+
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,8 +12,16 @@ import pytest
 from vitprune_jax.errors import UserError
 from vitprune_jax.models import vit
 
-TINY = vit.ViTConfig(num_classes=10, image_size=8, patch_size=2, hidden_size=32, num_layers=3, num_heads=4,
-                     mlp_dim=64, num_channels=1)
+TINY = vit.ViTConfig(
+  num_classes=10,
+  image_size=8,
+  patch_size=2,
+  hidden_size=32,
+  num_layers=3,
+  num_heads=4,
+  mlp_dim=64,
+  num_channels=1,
+)
 
 
 @pytest.fixture(scope='module')
@@ -16,9 +29,11 @@ def tiny():
   model = vit.VisionTransformer(TINY)
   images = jax.random.normal(jax.random.PRNGKey(1), (3, 8, 8, 1))
   params = model.init(jax.random.PRNGKey(0), images)['params']
-  # The head is zero-initialised (logits all 0); give it weights so logit comparisons mean something.
-  params = dict(params, head=dict(kernel=jax.random.normal(jax.random.PRNGKey(2), (32, 10)),
-                                  bias=jnp.zeros(10)))
+  # The head is zero-initialised (logits all 0): random weights make logit comparisons meaningful.
+  params = dict(
+    params,
+    head=dict(kernel=jax.random.normal(jax.random.PRNGKey(2), (32, 10)), bias=jnp.zeros(10)),
+  )
   return model, params, images
 
 
@@ -26,39 +41,102 @@ def _num_params(tree):
   return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
 
 
-@pytest.mark.parametrize('variant,image_size,expected', [
-    ('deit_tiny', 224, 5_717_416),  # timm deit_tiny_patch16_224
-    ('deit_small', 224, 22_050_664),  # timm deit_small_patch16_224
-    ('B/16', 224, 86_567_656),  # timm vit_base_patch16_224
-])
-def test_preset_parameter_counts_match_timm(base_config, variant, image_size, expected):
-  base_config.model.variant = variant
-  base_config.dataset.image_size = image_size
-  cfg = vit.vit_config_from(base_config, num_classes=1000, num_channels=3)
+# Parameter paths and shapes of a 2-layer TINY, as the compact module of 687ce21 created them:
+# every checkpoint written before the stages became methods must still load.
+TINY_PARAM_SHAPES = {
+  'Transformer/encoder_norm/bias': (32,),
+  'Transformer/encoder_norm/scale': (32,),
+  **{
+    f'Transformer/encoderblock_{i}/{name}': shape
+    for i in range(2)
+    for name, shape in {
+      'LayerNorm_0/bias': (32,),
+      'LayerNorm_0/scale': (32,),
+      'LayerNorm_2/bias': (32,),
+      'LayerNorm_2/scale': (32,),
+      'MlpBlock_3/Dense_0/bias': (64,),
+      'MlpBlock_3/Dense_0/kernel': (32, 64),
+      'MlpBlock_3/Dense_1/bias': (32,),
+      'MlpBlock_3/Dense_1/kernel': (64, 32),
+      'MultiHeadDotProductAttention_1/key/bias': (4, 8),
+      'MultiHeadDotProductAttention_1/key/kernel': (32, 4, 8),
+      'MultiHeadDotProductAttention_1/out/bias': (32,),
+      'MultiHeadDotProductAttention_1/out/kernel': (4, 8, 32),
+      'MultiHeadDotProductAttention_1/query/bias': (4, 8),
+      'MultiHeadDotProductAttention_1/query/kernel': (32, 4, 8),
+      'MultiHeadDotProductAttention_1/value/bias': (4, 8),
+      'MultiHeadDotProductAttention_1/value/kernel': (32, 4, 8),
+    }.items()
+  },
+  'Transformer/posembed_input/pos_embedding': (1, 17, 32),
+  'cls': (1, 1, 32),
+  'embedding/bias': (32,),
+  'embedding/kernel': (2, 2, 1, 32),
+  'head/bias': (10,),
+  'head/kernel': (32, 10),
+}
+
+
+def test_parameter_tree_is_the_one_checkpoints_hold():
+  cfg = dataclasses.replace(TINY, num_layers=2)
+  variables = jax.eval_shape(
+    lambda: vit.VisionTransformer(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))
+  )
+  assert list(variables) == ['params']
+  flat = flax.traverse_util.flatten_dict(variables['params'], sep='/')
+  assert {k: tuple(v.shape) for k, v in flat.items()} == TINY_PARAM_SHAPES
+  assert {v.dtype for v in flat.values()} == {jnp.dtype(jnp.float32)}
+
+
+@pytest.mark.parametrize(
+  'variant,expected',
+  [
+    ('deit_tiny', 5_717_416),  # timm deit_tiny_patch16_224
+    ('deit_small', 22_050_664),  # timm deit_small_patch16_224
+    ('B/16', 86_567_656),  # timm vit_base_patch16_224
+  ],
+)
+def test_preset_parameter_counts_match_timm(variant, expected):
+  cfg = vit.make_vit_config(variant, num_classes=1000, image_size=224, num_channels=3)
   model = vit.VisionTransformer(cfg)
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3))))
   assert _num_params(shapes['params']) == expected
   assert cfg.num_tokens == 197
 
 
-def test_cifar10_preset_has_seed_002_geometry(base_config):
-  base_config.model.variant = 'cifar10'
-  base_config.dataset.image_size = 48
-  cfg = vit.vit_config_from(base_config, num_classes=10, num_channels=3)
+def test_cifar10_preset_has_seed_002_geometry():
+  cfg = vit.make_vit_config('cifar10', num_classes=10, image_size=48, num_channels=3)
   assert (cfg.num_tokens, cfg.num_layers) == (145, 8)
 
 
-def test_overrides_and_bad_geometry(base_config):
-  base_config.model.num_layers = 2
-  base_config.model.hidden_size = 48
-  cfg = vit.vit_config_from(base_config, num_classes=10, num_channels=1)
-  assert (cfg.num_layers, cfg.hidden_size, cfg.patch_size) == (2, 48, 2)
-  base_config.model.patch_size = 3
-  with pytest.raises(UserError, match='multiple of patch_size'):
-    vit.vit_config_from(base_config, num_classes=10, num_channels=1)
-  base_config.model.variant = 'huge'
-  with pytest.raises(UserError, match='Unknown model variant'):
-    vit.vit_config_from(base_config, num_classes=10, num_channels=1)
+def test_overrides_and_bad_geometry():
+  digits = dict(num_classes=10, image_size=8, num_channels=1)
+  cfg = vit.make_vit_config('digits', **digits, num_layers=2, hidden_size=48)
+  assert cfg == vit.ViTConfig(
+    num_classes=10,
+    image_size=8,
+    patch_size=2,
+    hidden_size=48,
+    num_layers=2,
+    num_heads=4,
+    mlp_dim=128,
+    num_channels=1,
+  )
+  cases = [
+    (dict(patch_size=3), 'image_size 8 is not a multiple of patch_size 3'),
+    (dict(num_heads=3), 'hidden_size 64 is not divisible by num_heads 3'),
+    (dict(num_layers=-1), 'model.num_layers must be an integer >= 0'),
+    (dict(dropout_rate=1.0), r'model.dropout_rate must be in \[0, 1\)'),
+    (dict(dtype='float16'), "Unknown model dtype 'float16'"),
+  ]
+  for overrides, message in cases:
+    with pytest.raises(UserError, match=message) as e:
+      vit.make_vit_config('digits', **digits, **overrides)
+    assert '\n' not in str(e.value)
+  with pytest.raises(UserError, match="Unknown model variant 'huge'; choose one of: Ti/16, "):
+    vit.make_vit_config('huge', **digits)
+  with pytest.raises(UserError, match='num_classes >= 1'):
+    vit.make_vit_config('digits', num_classes=0, image_size=8, num_channels=1)
 
 
 def test_output_shapes_and_statistics(tiny):
@@ -73,6 +151,31 @@ def test_output_shapes_and_statistics(tiny):
     np.testing.assert_allclose(s.cls_attention.sum(-1), 1.0, atol=1e-5)
     assert np.all(np.asarray(s.cls_attention) >= 0)
   assert aux.keep_mask.shape == (3, TINY.num_tokens)
+
+
+def test_seed_0_init_and_logits_are_those_of_earlier_versions(tiny):
+  """Values printed by the compact module of 687ce21 for this fixture: the same seed still gives
+  the same initial params (they depend on the module paths) and the same logits."""
+  model, params, images = tiny
+  np.testing.assert_allclose(
+    params['Transformer']['posembed_input']['pos_embedding'][0, 0, :3],
+    [-0.01986202, -0.02177846, -0.00236522],
+    atol=1e-6,
+  )
+  np.testing.assert_allclose(
+    params['Transformer']['encoderblock_2']['MlpBlock_3']['Dense_0']['kernel'][0, :3],
+    [-0.0632385, -0.01785934, 0.07156581],
+    atol=1e-6,
+  )
+  logits, _ = model.apply({'params': params}, images)
+  np.testing.assert_allclose(
+    logits[0, :4], [-6.979302, -0.09058291, 2.9891336, -6.018269], atol=1e-4
+  )
+  mask = jnp.ones((3, TINY.num_tokens)).at[:, 5].set(0.0)
+  logits, _ = model.apply({'params': params}, images, keep_mask=mask)
+  np.testing.assert_allclose(
+    logits[0, :4], [-6.8056107, -0.3491447, 2.0795221, -5.8247623], atol=1e-4
+  )
 
 
 def test_token_statistics_match_hand_computation():
@@ -116,10 +219,10 @@ def test_dropped_tokens_are_ignored_and_frozen(tiny):
     np.testing.assert_array_equal(x[:, 5], seen[0][:, 5])
   plain, _ = model.apply({'params': params}, images)
   assert not np.allclose(logits, plain)
-  # Changing the dropped token's pixels (token 5 = patch 4: row 1, col 0) cannot change the prediction.
+  # Changing the dropped token's pixels (token 5 = patch 4: row 1, col 0) cannot change the logits.
   row, col = divmod(5 - 1, TINY.image_size // TINY.patch_size)
   p = TINY.patch_size
-  changed = images.at[:, row * p:(row + 1) * p, col * p:(col + 1) * p, :].add(3.0)
+  changed = images.at[:, row * p : (row + 1) * p, col * p : (col + 1) * p, :].add(3.0)
   logits2, _ = model.apply({'params': params}, changed, keep_mask=mask)
   np.testing.assert_allclose(logits2, logits, atol=1e-5)
 
@@ -151,11 +254,52 @@ def test_wrong_image_size_is_a_clear_error(tiny):
     model.apply({'params': params}, jnp.zeros((1, 16, 16, 1)))
 
 
-def test_stage_functions_compose_to_the_model(tiny):
+def _stages(model, params, images, keep_mask, *, train=False, rngs=None):
+  """The forward pass stage by stage, each through `model.apply(..., method=...)`."""
+  apply = functools.partial(model.apply, {'params': params}, rngs=rngs or {})
+  x = apply(images, train=train, method='embed')
+  probs = []
+  for layer in range(model.config.num_layers):
+    x, p = apply(layer, x, keep_mask, train=train, method=vit.VisionTransformer.block)
+    probs.append(p)
+  return apply(x, method='readout'), probs
+
+
+@pytest.mark.parametrize('masked', [False, True])
+def test_stage_methods_compose_to_the_model(tiny, masked):
   model, params, images = tiny
-  mask = jnp.ones((3, TINY.num_tokens)).at[:, 7].set(0.0)
-  expected, _ = model.apply({'params': params}, images, keep_mask=mask)
-  x = vit.embed(TINY, params, images)
-  for layer in range(TINY.num_layers):
-    x, _ = vit.apply_block(TINY, params, layer, x, mask)
-  np.testing.assert_allclose(vit.readout(TINY, params, x), expected, atol=1e-5)
+  ones = jnp.ones((3, TINY.num_tokens))
+  mask = ones.at[:, 7].set(0.0) if masked else ones
+  expected, aux = model.apply({'params': params}, images, keep_mask=mask if masked else None)
+  logits, probs = _stages(model, params, images, mask)
+  np.testing.assert_array_equal(logits, expected)
+  assert probs[0].shape == (3, TINY.num_heads, TINY.num_tokens, TINY.num_tokens)
+  for layer, p in enumerate(probs):
+    stats = vit.token_statistics(p, mask)
+    np.testing.assert_array_equal(stats.cls_attention, aux.stats[layer].cls_attention)
+  # The stages honour the mask: dropping token 7 changes the logits.
+  plain, _ = model.apply({'params': params}, images)
+  assert np.allclose(logits, plain) != masked
+
+
+def test_stage_methods_draw_the_same_dropout_as_the_model(tiny):
+  _, params, images = tiny
+  model = vit.VisionTransformer(dataclasses.replace(TINY, dropout_rate=0.3))
+  mask = jnp.ones((3, TINY.num_tokens))
+  rngs = {'dropout': jax.random.PRNGKey(5)}
+  expected, _ = model.apply({'params': params}, images, train=True, rngs=rngs)
+  # What the compact module of 687ce21 drew from this rng: same dropout masks as before.
+  np.testing.assert_allclose(
+    expected[0, :4], [0.76820564, 0.8191681, 0.41685116, -5.8071346], atol=1e-4
+  )
+  logits, _ = _stages(model, params, images, mask, train=True, rngs=rngs)
+  np.testing.assert_array_equal(logits, expected)
+  inference, _ = model.apply({'params': params}, images)
+  assert not np.allclose(expected, inference)  # Dropout did act.
+
+
+def test_block_index_out_of_range_is_a_clear_error(tiny):
+  model, params, images = tiny
+  x = model.apply({'params': params}, images, method='embed')
+  with pytest.raises(ValueError, match='layer 3 out of range: the model has 3'):
+    model.apply({'params': params}, 3, x, jnp.ones(x.shape[:2]), method='block')

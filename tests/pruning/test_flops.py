@@ -1,4 +1,5 @@
-"""The analytic FLOP counter against XLA's cost analysis of the compiled compact-mode forward."""
+"""The analytic FLOP counter against XLA's cost analysis of the compiled compact forward."""
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -6,8 +7,16 @@ import pytest
 from vitprune_jax import pruning
 from vitprune_jax.models import vit
 
-CFG = vit.ViTConfig(num_classes=10, image_size=64, patch_size=8, hidden_size=192, num_layers=4, num_heads=3,
-                    mlp_dim=768, num_channels=3)  # 64 patches + CLS, matmul-heavy like a real ViT.
+CFG = vit.ViTConfig(
+  num_classes=10,
+  image_size=64,
+  patch_size=8,
+  hidden_size=192,
+  num_layers=4,
+  num_heads=3,
+  mlp_dim=768,
+  num_channels=3,
+)  # 64 patches + CLS, matmul-heavy.
 
 
 @pytest.mark.parametrize('name', ['none', 'cls_attention', 'greedy', 'mean_attention'])
@@ -15,10 +24,14 @@ def test_analytic_flops_match_xla_within_5_percent(name):
   model = vit.VisionTransformer(CFG)
   x = jnp.zeros((1, 64, 64, 3))
   params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))['params']
-  pruner = pruning.make_pruner(name, CFG, r_max=0.7, alpha=1.0)
-  selector = pruning.make_selector(pruner, mode='compact')
-  compiled = jax.jit(lambda p, x: model.apply({'params': p}, x, token_selector=selector)[0]).lower(
-      params, x).compile()
+  options = {} if name == 'none' else {'r_max': 0.7, 'alpha': 1.0}
+  pruner = pruning.make_pruner(name, CFG, **options)
+  selector = pruning.make_selector(pruner, execution='compact')
+  compiled = (
+    jax.jit(lambda p, x: model.apply({'params': p}, x, token_selector=selector)[0])
+    .lower(params, x)
+    .compile()
+  )
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   assert pruning.vit_flops(CFG, pruner.budget) == pytest.approx(cost['flops'], rel=0.05)

@@ -1,4 +1,5 @@
 """Seed 002's keep_ratio schedule, exactly as its README prints it."""
+
 import pytest
 
 from vitprune_jax import pruning

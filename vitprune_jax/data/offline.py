@@ -1,41 +1,66 @@
 """The two datasets that need no download (sklearn digits, Debian's Fashion-MNIST) as numpy arrays.
 
-Splits come from a permutation with a fixed seed (not config.seed), so they never change between
+Splits come from a permutation with a fixed seed (not DataSpec.seed), so they never change between
 runs or experiments. Every loader returns {logical split: (images uint8 [N, H, W, C], labels int64
 [N])}; within a split, examples keep their raw order.
+
+`DataSpec`, the description of a dataset that the whole data layer reads, lives here because this
+is the module every other one in the layer imports.
 """
+
+import dataclasses
 import functools
 import gzip
 import os
 
-import ml_collections
 import numpy as np
-from sklearn import datasets as sk_datasets
 import tensorflow_datasets as tfds
+from sklearn import datasets as sk_datasets
 
 from vitprune_jax.errors import UserError
 
 DATASETS = ('digits', 'fashion_mnist')
 SPLIT_SEED = 12345
 FASHION_MNIST_FILES = {
-    'train_images': 'train-images-idx3-ubyte.gz',
-    'train_labels': 'train-labels-idx1-ubyte.gz',
-    'test_images': 't10k-images-idx3-ubyte.gz',
-    'test_labels': 't10k-labels-idx1-ubyte.gz',
+  'train_images': 'train-images-idx3-ubyte.gz',
+  'train_labels': 'train-labels-idx1-ubyte.gz',
+  'test_images': 't10k-images-idx3-ubyte.gz',
+  'test_labels': 't10k-labels-idx1-ubyte.gz',
 }
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: '>i2', 0x0C: '>i4', 0x0D: '>f4', 0x0E: '>f8'}
 
 Arrays = tuple[np.ndarray, np.ndarray]
 
 
-def load(config: ml_collections.ConfigDict) -> dict[str, Arrays]:
-  """Loads the offline dataset `config.dataset.name` with its train/validation/test splits."""
-  d = config.dataset
-  if d.name == 'digits':
-    return load_digits(d.val_fraction, d.test_fraction)
-  if d.name == 'fashion_mnist':
-    return load_fashion_mnist(d.fashion_mnist_dir, d.val_fraction, data_dir=d.data_dir)
-  raise UserError(f'{d.name!r} is not an offline dataset; offline ones: {", ".join(DATASETS)}')
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+  """Everything the input pipeline reads; the defaults are configs/default.py's `data` section.
+
+  Jobs build it from `config.data` and `config.seed`. Values are checked where they are used, with
+  one-line errors that name the `--config.data.<key>` to change.
+  """
+
+  name: str = 'digits'  # digits | fashion_mnist | cifar10 | imagenet2012.
+  image_size: int = 8  # Side in pixels of the (square) image fed to the model.
+  augment: str = 'crop'  # Training augmentation: none | crop | crop_flip | inception_crop.
+  normalization: str = 'minus_one_to_one'  # Pixel scaling: minus_one_to_one | imagenet.
+  val_fraction: float = 0.1  # Offline datasets: share of train held out for validation.
+  test_fraction: float = 0.2  # digits only (it has no official test split): share for test.
+  shuffle_buffer: int = 50_000  # Examples in the training shuffle buffer.
+  prefetch: int = 2  # Batches tf.data prepares ahead.
+  data_dir: str = ''  # TFDS data_dir ('' = TFDS default).
+  manual_dir: str = ''  # TFDS manual_dir (ImageNet tarballs).
+  fashion_mnist_dir: str = '/usr/share/datasets/fashion-mnist'  # Debian's idx files.
+  seed: int = 0  # Data order and augmentation (the splits use SPLIT_SEED instead).
+
+
+def load(spec: DataSpec) -> dict[str, Arrays]:
+  """Loads the offline dataset `spec.name` with its train/validation/test splits."""
+  if spec.name == 'digits':
+    return load_digits(spec.val_fraction, spec.test_fraction)
+  if spec.name == 'fashion_mnist':
+    return load_fashion_mnist(spec.fashion_mnist_dir, spec.val_fraction, data_dir=spec.data_dir)
+  raise UserError(f'{spec.name!r} is not an offline dataset; offline ones: {", ".join(DATASETS)}')
 
 
 def num_held_out(n: int, fraction: float) -> int:
@@ -48,46 +73,51 @@ def load_digits(val_fraction: float, test_fraction: float) -> dict[str, Arrays]:
   _check_fraction('val_fraction', val_fraction)
   _check_fraction('test_fraction', test_fraction)
   if val_fraction + test_fraction >= 1:
-    raise UserError(f'digits: val_fraction + test_fraction must be < 1, got '
-                    f'{val_fraction} + {test_fraction}')
+    raise UserError(
+      f'digits: --config.data.val_fraction + test_fraction must be < 1, got '
+      f'{val_fraction} + {test_fraction}'
+    )
   images, labels = _digits_raw()
   n = len(labels)
   n_test, n_val = num_held_out(n, test_fraction), num_held_out(n, val_fraction)
   perm = np.random.default_rng(SPLIT_SEED).permutation(n)
   parts = {
-      'test': perm[:n_test],
-      'validation': perm[n_test:n_test + n_val],
-      'train': perm[n_test + n_val:],
+    'test': perm[:n_test],
+    'validation': perm[n_test : n_test + n_val],
+    'train': perm[n_test + n_val :],
   }
   return {s: _take(images, labels, idx) for s, idx in parts.items()}
 
 
-def load_fashion_mnist(directory: str, val_fraction: float, *,
-                       data_dir: str = '') -> dict[str, Arrays]:
+def load_fashion_mnist(
+  directory: str, val_fraction: float, *, data_dir: str = ''
+) -> dict[str, Arrays]:
   """Fashion-MNIST from the idx files in `directory`, else from an already prepared TFDS copy.
 
   validation is a fixed random `val_fraction` of the 60k train images, test is the 10k t10k set.
   """
   _check_fraction('val_fraction', val_fraction)
-  missing = [f for f in FASHION_MNIST_FILES.values()
-             if not os.path.isfile(os.path.join(directory, f))]
+  missing = [
+    f for f in FASHION_MNIST_FILES.values() if not os.path.isfile(os.path.join(directory, f))
+  ]
   if not missing:
     raw = _read_fashion_idx(directory)
   else:
     raw = _fashion_mnist_from_tfds(data_dir)
     if raw is None:
       raise UserError(
-          f'fashion_mnist: {", ".join(missing)} not found in {directory!r} and no prepared TFDS '
-          f'copy in {data_dir or "the default TFDS data_dir"}: run `apt-get install '
-          'dataset-fashion-mnist` or set --config.dataset.fashion_mnist_dir')
+        f'fashion_mnist: {", ".join(missing)} not found in {directory!r} and no prepared TFDS '
+        f'copy in {data_dir or "the default TFDS data_dir"}: run `apt-get install '
+        'dataset-fashion-mnist` or set --config.data.fashion_mnist_dir'
+      )
   train_images, train_labels, test_images, test_labels = raw
   n = len(train_labels)
   perm = np.random.default_rng(SPLIT_SEED).permutation(n)
   n_train = n - num_held_out(n, val_fraction)
   return {
-      'train': _take(train_images, train_labels, perm[:n_train]),
-      'validation': _take(train_images, train_labels, perm[n_train:]),
-      'test': (test_images, test_labels),
+    'train': _take(train_images, train_labels, perm[:n_train]),
+    'validation': _take(train_images, train_labels, perm[n_train:]),
+    'test': (test_images, test_labels),
   }
 
 
@@ -105,8 +135,10 @@ def read_idx(path: str) -> np.ndarray:
   dtype = np.dtype(_IDX_DTYPES[data[2]])
   expected = int(np.prod(shape)) * dtype.itemsize
   if len(data) - header != expected:
-    raise UserError(f'{path}: idx header says {shape} ({expected} bytes) but the file holds '
-                    f'{len(data) - header} bytes of data')
+    raise UserError(
+      f'{path}: idx header says {shape} ({expected} bytes) but the file holds '
+      f'{len(data) - header} bytes of data'
+    )
   return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder('='))
 
 
@@ -126,8 +158,10 @@ def _read_fashion_idx(directory: str) -> tuple[np.ndarray, ...]:
   for part in ('train', 'test'):
     images, labels = arrays[f'{part}_images'], arrays[f'{part}_labels']
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-      raise UserError(f'fashion_mnist in {directory}: {part} images {images.shape} do not match '
-                      f'labels {labels.shape}')
+      raise UserError(
+        f'fashion_mnist in {directory}: {part} images {images.shape} do not match '
+        f'labels {labels.shape}'
+      )
     out += [_read_only(images.astype(np.uint8)[..., None]), _read_only(labels.astype(np.int64))]
   return tuple(out)
 
@@ -158,4 +192,4 @@ def _read_only(x: np.ndarray) -> np.ndarray:
 
 def _check_fraction(key: str, value: float) -> None:
   if not 0 <= value < 1:
-    raise UserError(f'config.dataset.{key} must be in [0, 1), got {value}')
+    raise UserError(f'--config.data.{key} must be in [0, 1), got {value}')

@@ -1,33 +1,44 @@
 """Vision Transformer (ViT/DeiT) whose forward pass already carries what token pruning needs.
 
-Every block returns its attention probabilities, from which the encoder derives two per-token statistics
-(CLS attention and mean received attention) without a second pass. A keep mask (B, N) travels through the
-blocks: a dropped token is no longer a key for anyone and its own state is frozen, so an all-ones mask is the
-plain ViT. A `token_selector` callback runs after each block; pruning methods use it to change the mask (mask
-mode) or to gather the kept tokens into fewer slots (compact mode). Layers are a Python loop rather than
-`nn.scan` because compact mode changes the token count between blocks.
+Every block returns its attention probabilities, from which the model derives two per-token
+statistics (CLS attention and mean received attention) without a second pass. A keep mask (B, N)
+travels through the blocks: a dropped token is no longer a key for anyone and its own state is
+frozen, so an all-ones mask is the plain ViT. A `token_selector` callback runs after each block;
+pruning methods use it to change the mask (mask mode) or to gather the kept tokens into fewer slots
+(compact mode). Layers are a Python loop rather than `nn.scan` because compact mode changes the
+token count between blocks.
 
-Parameter names follow google-research/vision_transformer (`Transformer/encoderblock_0/...`), so official
-checkpoints map onto them one to one.
+The forward pass is three stages, each a method that works on a batch:
+`embed` (images -> tokens), `block` (one encoder block) and `readout` (final norm, head on CLS).
+`__call__` composes them; code that must stop between blocks (the RL environments) calls them
+through `model.apply({'params': params}, ..., method='block')`.
+
+Parameter names follow google-research/vision_transformer (`Transformer/encoderblock_0/...`), so
+official checkpoints map onto them one to one, and every checkpoint this project wrote still loads.
 """
+
 import dataclasses
 from typing import Any, Callable, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
+
+from vitprune_jax.errors import UserError
 
 Array = jax.Array
-# (layer index, tokens (B, N, D), keep mask (B, N), statistics of that layer) -> (tokens, keep mask).
+# (layer index, tokens (B, N, D), keep mask (B, N), statistics of that layer)
+#   -> (tokens, keep mask).
 TokenSelector = Callable[[int, Array, Array, 'TokenStats'], tuple[Array, Array]]
 
 _MASK_BIAS = -1e9  # Added to attention logits of dropped keys (in fp32).
+DTYPES = ('float32', 'bfloat16')
 
 
 @dataclasses.dataclass(frozen=True)
 class ViTConfig:
   """Static geometry of a ViT; hashable so it can be a field of a Flax module."""
+
   num_classes: int
   image_size: int
   patch_size: int
@@ -38,8 +49,9 @@ class ViTConfig:
   num_channels: int = 3
   dropout_rate: float = 0.0
   dtype: str = 'float32'
-  # Numerics of imported checkpoints (models/pretrained.py): HF ViT/DeiT use LayerNorm epsilon 1e-12, and the JAX
-  # vision_transformer/big_vision checkpoints were trained with tanh-approximated GELU.
+  # Numerics of imported checkpoints (models/pretrained.py): HF ViT/DeiT use LayerNorm epsilon
+  # 1e-12, and the JAX vision_transformer/big_vision checkpoints were trained with
+  # tanh-approximated GELU.
   layer_norm_epsilon: float = 1e-6
   gelu_approximate: bool = False
 
@@ -52,68 +64,116 @@ class ViTConfig:
     return self.num_patches + 1
 
 
-# name: (patch_size, hidden_size, num_layers, num_heads, mlp_dim). ViT and DeiT share geometry (timm naming);
-# the small presets are for the offline datasets and seed 002's CIFAR-10 model (8 layers, 144 patches + CLS).
+# name: (patch_size, hidden_size, num_layers, num_heads, mlp_dim). ViT and DeiT share geometry
+# (timm naming); the small presets are for the offline datasets and seed 002's CIFAR-10 model
+# (8 layers, 144 patches + CLS).
 PRESETS = {
-    'Ti/16': (16, 192, 12, 3, 768),
-    'S/16': (16, 384, 12, 6, 1536),
-    'B/16': (16, 768, 12, 12, 3072),
-    'vit_tiny': (16, 192, 12, 3, 768),
-    'vit_small': (16, 384, 12, 6, 1536),
-    'vit_base': (16, 768, 12, 12, 3072),
-    'deit_tiny': (16, 192, 12, 3, 768),
-    'deit_small': (16, 384, 12, 6, 1536),
-    'deit_base': (16, 768, 12, 12, 3072),
-    'cifar10': (4, 192, 8, 3, 384),
-    'fashion_mnist': (4, 96, 6, 3, 192),
-    'digits': (2, 64, 4, 4, 128),
+  'Ti/16': (16, 192, 12, 3, 768),
+  'S/16': (16, 384, 12, 6, 1536),
+  'B/16': (16, 768, 12, 12, 3072),
+  'vit_tiny': (16, 192, 12, 3, 768),
+  'vit_small': (16, 384, 12, 6, 1536),
+  'vit_base': (16, 768, 12, 12, 3072),
+  'deit_tiny': (16, 192, 12, 3, 768),
+  'deit_small': (16, 384, 12, 6, 1536),
+  'deit_base': (16, 768, 12, 12, 3072),
+  'cifar10': (4, 192, 8, 3, 384),
+  'fashion_mnist': (4, 96, 6, 3, 192),
+  'digits': (2, 64, 4, 4, 128),
 }
 
 
-def vit_config_from(config: ml_collections.ConfigDict, num_classes: int, num_channels: int) -> ViTConfig:
-  """Resolves `config.model` (preset + non-zero overrides) and the image size into a ViTConfig."""
-  from vitprune_jax.errors import UserError  # Local import keeps the model importable on its own.
-  m = config.model
-  if m.variant not in PRESETS:
-    raise UserError(f'Unknown model variant {m.variant!r}; choose one of: {", ".join(PRESETS)}.')
-  patch, hidden, layers, heads, mlp = PRESETS[m.variant]
-  vc = ViTConfig(
-      num_classes=num_classes,
-      image_size=config.dataset.image_size,
-      patch_size=m.patch_size or patch,
-      hidden_size=m.hidden_size or hidden,
-      num_layers=m.num_layers or layers,
-      num_heads=m.num_heads or heads,
-      mlp_dim=m.mlp_dim or mlp,
-      num_channels=num_channels,
-      dropout_rate=m.dropout_rate,
-      dtype=m.dtype)
-  if vc.image_size % vc.patch_size:
-    raise UserError(f'image_size {vc.image_size} is not a multiple of patch_size {vc.patch_size}; '
-                    'change --config.dataset.image_size or --config.model.patch_size.')
-  if vc.hidden_size % vc.num_heads:
-    raise UserError(f'hidden_size {vc.hidden_size} is not divisible by num_heads {vc.num_heads}.')
-  if vc.dtype not in ('float32', 'bfloat16'):
-    raise UserError(f'Unknown model dtype {vc.dtype!r}; use float32 or bfloat16.')
-  return vc
+def make_vit_config(
+  variant: str,
+  *,
+  num_classes: int,
+  image_size: int,
+  num_channels: int,
+  patch_size: int = 0,
+  hidden_size: int = 0,
+  num_layers: int = 0,
+  num_heads: int = 0,
+  mlp_dim: int = 0,
+  dropout_rate: float = 0.0,
+  dtype: str = 'float32',
+) -> ViTConfig:
+  """A preset of `PRESETS` with its geometry overridden where an override is non-zero.
+
+  Args:
+    variant: a name of `PRESETS` ('digits', 'deit_small', 'B/16', ...).
+    num_classes: width of the classification head.
+    image_size: side in pixels of the square input image.
+    num_channels: channels of the input image.
+    patch_size, hidden_size, num_layers, num_heads, mlp_dim: 0 = the preset's value.
+    dropout_rate: dropout after attention, in the MLP and on the embeddings, in [0, 1).
+    dtype: compute dtype, 'float32' or 'bfloat16' (params stay float32).
+
+  Returns:
+    The ViTConfig. A bad variant, geometry or dtype is a one-line `UserError` naming the fix.
+  """
+  if variant not in PRESETS:
+    raise UserError(f'Unknown model variant {variant!r}; choose one of: {", ".join(PRESETS)}.')
+  overrides = dict(
+    patch_size=patch_size,
+    hidden_size=hidden_size,
+    num_layers=num_layers,
+    num_heads=num_heads,
+    mlp_dim=mlp_dim,
+  )
+  for name, value in overrides.items():
+    if not isinstance(value, int) or value < 0:
+      raise UserError(f"model.{name} must be an integer >= 0 (0 = the preset's), got {value!r}.")
+  for name, value in dict(
+    num_classes=num_classes, image_size=image_size, num_channels=num_channels
+  ).items():
+    if not isinstance(value, int) or value < 1:
+      raise UserError(f'The model needs {name} >= 1, got {value!r}.')
+  if not 0.0 <= dropout_rate < 1.0:
+    raise UserError(f'model.dropout_rate must be in [0, 1), got {dropout_rate!r}.')
+  if dtype not in DTYPES:
+    raise UserError(f'Unknown model dtype {dtype!r}; use float32 or bfloat16.')
+  preset = dict(zip(overrides, PRESETS[variant]))
+  vit_cfg = ViTConfig(
+    num_classes=num_classes,
+    image_size=image_size,
+    num_channels=num_channels,
+    dropout_rate=dropout_rate,
+    dtype=dtype,
+    **{name: value or preset[name] for name, value in overrides.items()},
+  )
+  if vit_cfg.image_size % vit_cfg.patch_size:
+    raise UserError(
+      f'image_size {vit_cfg.image_size} is not a multiple of patch_size '
+      f'{vit_cfg.patch_size}; change --config.data.image_size or '
+      '--config.model.patch_size.'
+    )
+  if vit_cfg.hidden_size % vit_cfg.num_heads:
+    raise UserError(
+      f'hidden_size {vit_cfg.hidden_size} is not divisible by num_heads '
+      f'{vit_cfg.num_heads}; change --config.model.hidden_size or num_heads.'
+    )
+  return vit_cfg
 
 
 class TokenStats(NamedTuple):
-  """Per-token importance statistics of one block, fp32, shape (B, N) each (index 0 is CLS)."""
+  """Per-token importance statistics of one block, fp32, (B, N) each (index 0 is CLS)."""
+
   cls_attention: Array  # Attention CLS pays to each token, averaged over heads.
   mean_attention: Array  # Mean attention each token receives from the other kept patch tokens.
 
 
 class ModelAux(NamedTuple):
   stats: tuple[TokenStats, ...]  # One entry per block, computed on the tokens that block saw.
-  kept: tuple[Array, ...]  # Per block: tokens (CLS included) still kept after it and its selector, (B,).
+  # Per block: tokens (CLS included) still kept after it and its selector, (B,).
+  kept: tuple[Array, ...]
   keep_mask: Array  # Final keep mask (B, N_last).
 
 
 def token_statistics(probs: Array, keep_mask: Array) -> TokenStats:
   """Reduces attention probabilities (B, H, N, N) to the per-token scores pruners rank by."""
-  # Row 0 first, then the head mean: averaging the whole (B, N, N) map for one row cost ~1 % of a pruned DeiT-S
-  # forward (benchmarks/pruning_speed.py). mean_attention needs the full map; XLA drops it when unused.
+  # Row 0 first, then the head mean: averaging the whole (B, N, N) map for one row cost ~1 % of a
+  # pruned DeiT-S forward (benchmarks/pruning_speed.py). mean_attention needs the full map; XLA
+  # drops it when unused.
   cls_attention = probs[:, :, 0, :].astype(jnp.float32).mean(axis=1)
   p = probs.astype(jnp.float32).mean(axis=1)  # (B, N, N): queries x keys.
   n = p.shape[-1]
@@ -135,12 +195,16 @@ class MlpBlock(nn.Module):
   @nn.compact
   def __call__(self, x: Array, *, deterministic: bool) -> Array:
     d = x.shape[-1]
-    x = nn.Dense(self.mlp_dim, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
-                 bias_init=nn.initializers.normal(stddev=1e-6))(x)
+    dense = lambda features: nn.Dense(
+      features,
+      dtype=self.dtype,
+      kernel_init=nn.initializers.xavier_uniform(),
+      bias_init=nn.initializers.normal(stddev=1e-6),
+    )
+    x = dense(self.mlp_dim)(x)
     x = nn.gelu(x, approximate=self.gelu_approximate)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-    x = nn.Dense(d, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
-                 bias_init=nn.initializers.normal(stddev=1e-6))(x)
+    x = dense(d)(x)
     return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
 
 
@@ -149,6 +213,7 @@ class MaskedSelfAttention(nn.Module):
 
   Same parameter layout as `flax.linen.MultiHeadDotProductAttention` (query/key/value/out).
   """
+
   num_heads: int
   dtype: Any = jnp.float32
 
@@ -156,20 +221,27 @@ class MaskedSelfAttention(nn.Module):
   def __call__(self, x: Array, keep_mask: Array) -> tuple[Array, Array]:
     d = x.shape[-1]
     head_dim = d // self.num_heads
-    dense = lambda name: nn.DenseGeneral((self.num_heads, head_dim), dtype=self.dtype, name=name,
-                                         kernel_init=nn.initializers.xavier_uniform())
+    dense = lambda name: nn.DenseGeneral(
+      (self.num_heads, head_dim),
+      dtype=self.dtype,
+      name=name,
+      kernel_init=nn.initializers.xavier_uniform(),
+    )
     q, k, v = dense('query')(x), dense('key')(x), dense('value')(x)
-    logits = jnp.einsum('bqhd,bkhd->bhqk', q, k, preferred_element_type=jnp.float32) / jnp.sqrt(head_dim)
+    logits = jnp.einsum('bqhd,bkhd->bhqk', q, k, preferred_element_type=jnp.float32)
+    logits = logits / jnp.sqrt(head_dim)
     logits = jnp.where(keep_mask[:, None, None, :] > 0, logits, _MASK_BIAS)
     probs = jax.nn.softmax(logits, axis=-1)
     out = jnp.einsum('bhqk,bkhd->bqhd', probs.astype(self.dtype), v)
-    out = nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, name='out',
-                          kernel_init=nn.initializers.xavier_uniform())(out)
+    out = nn.DenseGeneral(
+      d, axis=(-2, -1), dtype=self.dtype, name='out', kernel_init=nn.initializers.xavier_uniform()
+    )(out)
     return out, probs
 
 
 class EncoderBlock(nn.Module):
   """Pre-LayerNorm block; a dropped token (mask 0) keeps its state unchanged."""
+
   num_heads: int
   mlp_dim: int
   dropout_rate: float = 0.0
@@ -180,103 +252,157 @@ class EncoderBlock(nn.Module):
   @nn.compact
   def __call__(self, x: Array, keep_mask: Array, *, deterministic: bool) -> tuple[Array, Array]:
     update = keep_mask[..., None].astype(x.dtype)
-    y = nn.LayerNorm(dtype=self.dtype, epsilon=self.layer_norm_epsilon, name='LayerNorm_0')(x)
-    y, probs = MaskedSelfAttention(self.num_heads, dtype=self.dtype, name='MultiHeadDotProductAttention_1')(
-        y, keep_mask)
+    norm = lambda name: nn.LayerNorm(dtype=self.dtype, epsilon=self.layer_norm_epsilon, name=name)
+    y = norm('LayerNorm_0')(x)
+    y, probs = MaskedSelfAttention(
+      self.num_heads, dtype=self.dtype, name='MultiHeadDotProductAttention_1'
+    )(y, keep_mask)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
     x = x + update * y
-    y = nn.LayerNorm(dtype=self.dtype, epsilon=self.layer_norm_epsilon, name='LayerNorm_2')(x)
-    y = MlpBlock(self.mlp_dim, self.dropout_rate, dtype=self.dtype, gelu_approximate=self.gelu_approximate,
-                 name='MlpBlock_3')(y, deterministic=deterministic)
+    y = norm('LayerNorm_2')(x)
+    y = MlpBlock(
+      self.mlp_dim,
+      self.dropout_rate,
+      dtype=self.dtype,
+      gelu_approximate=self.gelu_approximate,
+      name='MlpBlock_3',
+    )(y, deterministic=deterministic)
     return x + update * y, probs
 
 
-class VisionTransformer(nn.Module):
-  """ViT classifier on the CLS token. Returns (logits (B, classes) fp32, ModelAux)."""
-  config: ViTConfig
+class PositionEmbedding(nn.Module):
+  """The learned (1, N, D) position embedding (`posembed_input/pos_embedding`)."""
 
-  @nn.compact
-  def __call__(self, images: Array, *, keep_mask: Optional[Array] = None, train: bool = False,
-               token_selector: Optional[TokenSelector] = None) -> tuple[Array, ModelAux]:
-    c = self.config
-    dtype = jnp.dtype(c.dtype)
-    if images.shape[1:] != (c.image_size, c.image_size, c.num_channels):
-      raise ValueError(f'Model expects images of shape (B, {c.image_size}, {c.image_size}, {c.num_channels}), '
-                       f'got {images.shape}; set --config.dataset.image_size to match the model.')
-    x = nn.Conv(c.hidden_size, (c.patch_size, c.patch_size), strides=(c.patch_size, c.patch_size),
-                padding='VALID', dtype=dtype, name='embedding')(images.astype(dtype))
-    b = x.shape[0]
-    x = x.reshape(b, -1, c.hidden_size)
-    cls = self.param('cls', nn.initializers.zeros, (1, 1, c.hidden_size))
-    x = jnp.concatenate([jnp.broadcast_to(cls.astype(dtype), (b, 1, c.hidden_size)), x], axis=1)
-    if keep_mask is None:
-      keep_mask = jnp.ones((b, c.num_tokens), jnp.float32)
-    x, aux = Encoder(c, dtype, name='Transformer')(x, keep_mask, train=train,
-                                                             token_selector=token_selector)
-    logits = nn.Dense(c.num_classes, kernel_init=nn.initializers.zeros, name='head')(x[:, 0])
-    return logits.astype(jnp.float32), aux
+  num_tokens: int
+  hidden_size: int
+
+  def setup(self):
+    self.pos_embedding = self.param(
+      'pos_embedding', nn.initializers.normal(stddev=0.02), (1, self.num_tokens, self.hidden_size)
+    )
+
+  def __call__(self) -> Array:
+    return self.pos_embedding
 
 
 class Encoder(nn.Module):
-  """`Transformer` scope: position embedding (under `posembed_input`), blocks, final norm."""
-  config: ViTConfig
-  dtype: Any
+  """The `Transformer` scope: position embedding, blocks `encoderblock_{i}`, final norm."""
 
-  @nn.compact
-  def __call__(self, x: Array, keep_mask: Array, *, train: bool,
-               token_selector: Optional[TokenSelector]) -> tuple[Array, ModelAux]:
+  config: ViTConfig
+
+  def setup(self):
     c = self.config
-    x = x + _PosEmbed(name='posembed_input')(x).astype(x.dtype)
-    x = nn.Dropout(c.dropout_rate)(x, deterministic=not train)
-    stats, kept = [], []
+    dtype = jnp.dtype(c.dtype)
+    self.posembed_input = PositionEmbedding(c.num_tokens, c.hidden_size)
+    # Named as the compact module of earlier versions named it, so dropout draws the same masks.
+    self.dropout = nn.Dropout(c.dropout_rate, name='Dropout_0')
     for i in range(c.num_layers):
-      x, probs = EncoderBlock(c.num_heads, c.mlp_dim, c.dropout_rate, dtype=self.dtype,
-                              layer_norm_epsilon=c.layer_norm_epsilon, gelu_approximate=c.gelu_approximate,
-                              name=f'encoderblock_{i}')(x, keep_mask, deterministic=not train)
+      block = EncoderBlock(
+        c.num_heads,
+        c.mlp_dim,
+        c.dropout_rate,
+        dtype=dtype,
+        layer_norm_epsilon=c.layer_norm_epsilon,
+        gelu_approximate=c.gelu_approximate,
+      )
+      setattr(self, f'encoderblock_{i}', block)
+    self.encoder_norm = nn.LayerNorm(dtype=dtype, epsilon=c.layer_norm_epsilon)
+
+  def add_positions(self, x: Array, *, train: bool) -> Array:
+    x = x + self.posembed_input().astype(x.dtype)
+    return self.dropout(x, deterministic=not train)
+
+  def block(self, layer: int, x: Array, keep_mask: Array, *, train: bool) -> tuple[Array, Array]:
+    return getattr(self, f'encoderblock_{layer}')(x, keep_mask, deterministic=not train)
+
+  def norm(self, x: Array) -> Array:
+    return self.encoder_norm(x)
+
+
+class VisionTransformer(nn.Module):
+  """ViT classifier on the CLS token; `__call__` returns (logits (B, classes) fp32, ModelAux)."""
+
+  config: ViTConfig
+
+  def setup(self):
+    c = self.config
+    p = c.patch_size
+    self.embedding = nn.Conv(
+      c.hidden_size, (p, p), strides=(p, p), padding='VALID', dtype=jnp.dtype(c.dtype)
+    )
+    self.cls = self.param('cls', nn.initializers.zeros, (1, 1, c.hidden_size))
+    self.Transformer = Encoder(c)  # Capitalised: the scope name checkpoints use.
+    self.head = nn.Dense(c.num_classes, kernel_init=nn.initializers.zeros)
+
+  def embed(self, images: Array, *, train: bool = False) -> Array:
+    """Patch embedding, CLS token, position embedding and dropout: the tokens (B, N, D) of block 0.
+
+    `images` is (B, image_size, image_size, num_channels); another shape is a ValueError.
+    """
+    c = self.config
+    dtype = jnp.dtype(c.dtype)
+    if images.shape[1:] != (c.image_size, c.image_size, c.num_channels):
+      raise ValueError(
+        f'Model expects images of shape (B, {c.image_size}, {c.image_size}, '
+        f'{c.num_channels}), got {images.shape}; set --config.data.image_size to '
+        'match the model.'
+      )
+    x = self.embedding(images.astype(dtype))
+    b = x.shape[0]
+    x = x.reshape(b, -1, c.hidden_size)
+    cls = jnp.broadcast_to(self.cls.astype(dtype), (b, 1, c.hidden_size))
+    x = jnp.concatenate([cls, x], axis=1)
+    return self.Transformer.add_positions(x, train=train)
+
+  def block(
+    self, layer: int, x: Array, keep_mask: Array, *, train: bool = False
+  ) -> tuple[Array, Array]:
+    """Encoder block `layer` (a Python int) on tokens x (B, N, D) with keep mask (B, N).
+
+    Returns the new tokens (B, N, D) and the attention probabilities (B, H, N, N), fp32.
+    """
+    if not 0 <= layer < self.config.num_layers:
+      raise ValueError(f'layer {layer} out of range: the model has {self.config.num_layers}.')
+    return self.Transformer.block(layer, x, keep_mask, train=train)
+
+  def readout(self, x: Array) -> Array:
+    """Final LayerNorm and the classification head on CLS: logits (B, classes) fp32."""
+    x = self.Transformer.norm(x)
+    return self.head(x[:, 0]).astype(jnp.float32)
+
+  def __call__(
+    self,
+    images: Array,
+    *,
+    keep_mask: Optional[Array] = None,
+    train: bool = False,
+    token_selector: Optional[TokenSelector] = None,
+  ) -> tuple[Array, ModelAux]:
+    """Logits (B, classes) fp32 and the per-block statistics and kept counts.
+
+    Args:
+      images: (B, image_size, image_size, num_channels).
+      keep_mask: (B, N) initial keep mask (1 = kept); None = every token.
+      train: enables dropout (needs a 'dropout' rng).
+      token_selector: called after each block to change the tokens and mask (pruning).
+
+    Returns:
+      (logits, ModelAux).
+    """
+    x = self.embed(images, train=train)
+    if keep_mask is None:
+      keep_mask = jnp.ones(x.shape[:2], jnp.float32)
+    stats, kept = [], []
+    for i in range(self.config.num_layers):
+      x, probs = self.block(i, x, keep_mask, train=train)
       layer_stats = token_statistics(probs, keep_mask)
       stats.append(layer_stats)
       if token_selector is not None:
         x, keep_mask = token_selector(i, x, keep_mask, layer_stats)
       kept.append(jnp.sum(keep_mask > 0, axis=-1))
-    x = nn.LayerNorm(dtype=self.dtype, epsilon=c.layer_norm_epsilon, name='encoder_norm')(x)
-    return x, ModelAux(stats=tuple(stats), kept=tuple(kept), keep_mask=keep_mask)
+    aux = ModelAux(stats=tuple(stats), kept=tuple(kept), keep_mask=keep_mask)
+    return self.readout(x), aux
 
 
-class _PosEmbed(nn.Module):
-  @nn.compact
-  def __call__(self, x):
-    return self.param('pos_embedding', nn.initializers.normal(stddev=0.02), (1,) + x.shape[1:])
-
-
-def create_model(vit_config: ViTConfig) -> VisionTransformer:
-  return VisionTransformer(vit_config)
-
-
-# Stage-by-stage inference with the same parameters, for code that must stop between blocks (the RL
-# environment runs one pruning point per step). `test_vit.py` checks that the stages compose to `__call__`.
-
-
-def embed(cfg: ViTConfig, params: Any, images: Array) -> Array:
-  """Patch embedding, CLS token and position embedding: the tokens block 0 sees, (B, N, D)."""
-  dtype = jnp.dtype(cfg.dtype)
-  x = nn.Conv(cfg.hidden_size, (cfg.patch_size, cfg.patch_size), strides=(cfg.patch_size, cfg.patch_size),
-              padding='VALID', dtype=dtype).apply({'params': params['embedding']}, images.astype(dtype))
-  x = x.reshape(x.shape[0], -1, cfg.hidden_size)
-  cls = jnp.broadcast_to(params['cls'].astype(dtype), (x.shape[0], 1, cfg.hidden_size))
-  x = jnp.concatenate([cls, x], axis=1)
-  return x + params['Transformer']['posembed_input']['pos_embedding'].astype(dtype)
-
-
-def apply_block(cfg: ViTConfig, params: Any, layer: int, x: Array, keep_mask: Array) -> tuple[Array, Array]:
-  """Block `layer` in inference mode: (tokens, attention probabilities (B, H, N, N))."""
-  block = EncoderBlock(cfg.num_heads, cfg.mlp_dim, 0.0, dtype=jnp.dtype(cfg.dtype),
-                       layer_norm_epsilon=cfg.layer_norm_epsilon, gelu_approximate=cfg.gelu_approximate)
-  return block.apply({'params': params['Transformer'][f'encoderblock_{layer}']}, x, keep_mask, deterministic=True)
-
-
-def readout(cfg: ViTConfig, params: Any, x: Array) -> Array:
-  """Final LayerNorm and the classification head on CLS: logits (B, classes) fp32."""
-  dtype = jnp.dtype(cfg.dtype)
-  x = nn.LayerNorm(dtype=dtype, epsilon=cfg.layer_norm_epsilon).apply(
-      {'params': params['Transformer']['encoder_norm']}, x)
-  return nn.Dense(cfg.num_classes).apply({'params': params['head']}, x[:, 0]).astype(jnp.float32)
+def create_model(vit_cfg: ViTConfig) -> VisionTransformer:
+  return VisionTransformer(vit_cfg)

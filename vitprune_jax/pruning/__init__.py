@@ -1,5 +1,25 @@
-"""Token pruning: per-layer schedules, heuristic pruners, mask/compact execution and FLOP counting."""
-from vitprune_jax.pruning.execution import MODES, make_selector
+"""Token pruning: per-layer schedules, heuristic pruners, mask/compact execution, FLOP counting.
+
+Build a pruner by name with `make_pruner(name, vit_cfg, **options)` (names: `PRUNERS`) and run it
+with `model.apply(..., token_selector=make_selector(pruner, execution='compact', rng=key))`
+(or `execution='mask'`).
+"""
+
+from vitprune_jax.pruning.execution import EXECUTIONS, forward, make_selector
 from vitprune_jax.pruning.flops import gflops, vit_flops
-from vitprune_jax.pruning.pruners import PRUNERS, Pruner, make_pruner
+from vitprune_jax.pruning.pruners import PRUNERS, Pruner, make_pruner, pruner_options
 from vitprune_jax.pruning.schedules import keep_ratio, tokens_per_layer
+
+__all__ = [
+  'EXECUTIONS',
+  'PRUNERS',
+  'Pruner',
+  'forward',
+  'gflops',
+  'keep_ratio',
+  'make_pruner',
+  'make_selector',
+  'pruner_options',
+  'tokens_per_layer',
+  'vit_flops',
+]

@@ -1,32 +1,40 @@
-"""Heuristic token pruners. A pruner is a per-token score (higher = keep) plus a static per-layer budget.
+"""Heuristic token pruners: a per-token score (higher = keep) plus a static per-layer budget.
 
-Scores are pure functions `(layer, tokens, keep_mask, stats, key) -> (B, N)` of what the model already computed
-(`models.vit.TokenStats`), so scoring costs no second pass. Budgets are Python ints (tokens kept after each layer,
-CLS included) so compact mode can gather into fixed capacities under `jit`.
+Scores are pure functions `(layer, tokens, keep_mask, stats, key) -> (B, N)` of what the model
+already computed (`models.vit.TokenStats`), so scoring costs no second pass. Budgets are Python ints
+(tokens kept after each layer, CLS included) so compact execution can gather into fixed capacities
+under `jit`.
+
+`PRUNERS` maps each name to its builder `(vit_cfg, **options) -> Pruner`; `make_pruner` checks the
+name and the options. Every pruner but `none` takes the schedule options `r_max` and `alpha`
+(`schedules.tokens_per_layer`).
 
 - `none`: keeps everything.
-- `cls_attention` (seed 002 §1.1): attention from CLS, averaged over heads, with the keep_ratio schedule.
-- `mean_attention` (seed 002 §1.2): mean attention a token receives from the other kept patches, same schedule.
-- `similarity`: drops the most redundant tokens first; redundancy = highest cosine similarity to another kept
-  patch token. Same schedule.
+- `cls_attention` (seed 002 §1.1): attention from CLS, averaged over heads, with the keep_ratio
+  schedule.
+- `mean_attention` (seed 002 §1.2): mean attention a token receives from the other kept patches,
+  same schedule.
+- `similarity`: drops the most redundant tokens first; redundancy = highest cosine similarity to
+  another kept patch token. Same schedule.
 - `random` (seed 000's baseline): uniform scores from the PRNG key, same counts as the schedule.
-- `greedy` (seed 000's baseline, our exact rule): one shot at the first pruning point (after block 0), keep the
-  top-k by CLS attention and never prune again; k is the largest count whose GFLOPs do not exceed the schedule's,
-  so greedy is compared with the schedule at (nearly) the same compute.
+- `greedy` (seed 000's baseline, our exact rule): one shot at the first pruning point (after block
+  0), keep the top-k by CLS attention and never prune again; k is the largest count whose GFLOPs do
+  not exceed the schedule's, so greedy is compared with the schedule at (nearly) the same compute.
 """
+
 import dataclasses
-from typing import Callable, Optional
+import inspect
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 
+from vitprune_jax.errors import UserError
 from vitprune_jax.models.vit import TokenStats, ViTConfig
 from vitprune_jax.pruning import flops, schedules
 
 Array = jax.Array
 ScoreFn = Callable[[int, Array, Array, TokenStats, Array], Array]
-
-PRUNERS = ('none', 'random', 'greedy', 'cls_attention', 'mean_attention', 'similarity')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,29 +42,37 @@ class Pruner:
   name: str
   score_fn: Optional[ScoreFn]  # None = keep everything.
   budget: tuple[int, ...]  # Tokens (CLS included) kept after each layer: the static capacity.
-  # Learned policies decide per image: a token scoring below the threshold is dropped even if the capacity
-  # has room (it then stays masked inside the capacity). None = fill the capacity.
+  # Learned policies decide per image: a token scoring below the threshold is dropped even if the
+  # capacity has room (it then stays masked inside the capacity). None = fill the capacity.
   threshold: Optional[float] = None
 
 
-def cls_attention_score(layer: int, x: Array, keep_mask: Array, stats: TokenStats, key: Array) -> Array:
+def cls_attention_score(
+  layer: int, x: Array, keep_mask: Array, stats: TokenStats, key: Array
+) -> Array:
   del layer, x, keep_mask, key
   return stats.cls_attention
 
 
-def mean_attention_score(layer: int, x: Array, keep_mask: Array, stats: TokenStats, key: Array) -> Array:
+def mean_attention_score(
+  layer: int, x: Array, keep_mask: Array, stats: TokenStats, key: Array
+) -> Array:
   del layer, x, keep_mask, key
   return stats.mean_attention
 
 
-def similarity_score(layer: int, x: Array, keep_mask: Array, stats: TokenStats, key: Array) -> Array:
-  """Minus the highest cosine similarity to another kept patch token: near-duplicates score lowest."""
+def similarity_score(
+  layer: int, x: Array, keep_mask: Array, stats: TokenStats, key: Array
+) -> Array:
+  """Minus the highest cosine similarity to another kept patch token: duplicates score lowest."""
   del layer, stats, key
   x = x.astype(jnp.float32)
   xn = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
   sim = jnp.einsum('bnd,bmd->bnm', xn, xn)
   n = x.shape[1]
-  others = (keep_mask[:, None, :] > 0) & ~jnp.eye(n, dtype=bool)[None] & (jnp.arange(n) > 0)[None, None, :]
+  others = (
+    (keep_mask[:, None, :] > 0) & ~jnp.eye(n, dtype=bool)[None] & (jnp.arange(n) > 0)[None, None, :]
+  )
   redundancy = jnp.max(jnp.where(others, sim, -1.0), axis=-1)
   return -redundancy
 
@@ -66,30 +82,85 @@ def random_score(layer: int, x: Array, keep_mask: Array, stats: TokenStats, key:
   return jax.random.uniform(jax.random.fold_in(key, layer), keep_mask.shape)
 
 
-_SCORES = {'cls_attention': cls_attention_score, 'mean_attention': mean_attention_score,
-           'similarity': similarity_score, 'random': random_score}
-
-
-def matched_one_shot_keep(cfg: ViTConfig, budget: list[int]) -> int:
+def matched_one_shot_keep(vit_cfg: ViTConfig, budget: list[int]) -> int:
   """Largest constant token count after block 0 whose GFLOPs stay within those of `budget`."""
-  target = flops.vit_flops(cfg, budget)
+  target = flops.vit_flops(vit_cfg, budget)
   best = 2
-  for keep in range(2, cfg.num_tokens + 1):
-    if flops.vit_flops(cfg, schedules.constant_after_first(cfg.num_tokens, cfg.num_layers, keep)) <= target:
+  for keep in range(2, vit_cfg.num_tokens + 1):
+    one_shot = schedules.constant_after_first(vit_cfg.num_tokens, vit_cfg.num_layers, keep)
+    if flops.vit_flops(vit_cfg, one_shot) <= target:
       best = keep
   return best
 
 
-def make_pruner(name: str, cfg: ViTConfig, *, r_max: float, alpha: float) -> Pruner:
-  """Builds a named pruner for a model geometry and seed 002's (r_max, alpha) schedule."""
+def _schedule(name: str, vit_cfg: ViTConfig, r_max: float, alpha: float) -> list[int]:
+  """Seed 002's per-layer counts; a bad (r_max, alpha) is the caller's input: a one-line error."""
+  if not 0.0 <= r_max <= 1.0:
+    raise UserError(f'Pruner {name!r}: r_max={r_max} must be in [0, 1].')
+  if not alpha > 0.0:
+    raise UserError(f'Pruner {name!r}: alpha={alpha} must be positive.')
+  return schedules.tokens_per_layer(vit_cfg.num_patches, vit_cfg.num_layers, r_max, alpha)
+
+
+def build_none(vit_cfg: ViTConfig) -> Pruner:
+  return Pruner('none', None, tuple(schedules.unpruned(vit_cfg.num_tokens, vit_cfg.num_layers)))
+
+
+def _scheduled(name: str, score_fn: ScoreFn) -> Callable[..., Pruner]:
+  """The builder of a pruner that ranks by `score_fn` and keeps seed 002's schedule of counts."""
+
+  def build(vit_cfg: ViTConfig, *, r_max: float, alpha: float) -> Pruner:
+    return Pruner(name, score_fn, tuple(_schedule(name, vit_cfg, r_max, alpha)))
+
+  build.__name__ = f'build_{name}'
+  return build
+
+
+def build_greedy(vit_cfg: ViTConfig, *, r_max: float, alpha: float) -> Pruner:
+  keep = matched_one_shot_keep(vit_cfg, _schedule('greedy', vit_cfg, r_max, alpha))
+  budget = schedules.constant_after_first(vit_cfg.num_tokens, vit_cfg.num_layers, keep)
+  return Pruner('greedy', cls_attention_score, tuple(budget))
+
+
+PRUNERS: dict[str, Callable[..., Pruner]] = {
+  'none': build_none,
+  'random': _scheduled('random', random_score),
+  'greedy': build_greedy,
+  'cls_attention': _scheduled('cls_attention', cls_attention_score),
+  'mean_attention': _scheduled('mean_attention', mean_attention_score),
+  'similarity': _scheduled('similarity', similarity_score),
+}
+
+
+def pruner_options(name: str) -> tuple[str, ...]:
+  """The options (keyword arguments) the builder of `PRUNERS[name]` takes, in order."""
+  params = inspect.signature(PRUNERS[name]).parameters.values()
+  return tuple(p.name for p in params if p.kind == inspect.Parameter.KEYWORD_ONLY)
+
+
+def make_pruner(name: str, vit_cfg: ViTConfig, **options: Any) -> Pruner:
+  """Builds the pruner `name` for a model geometry.
+
+  Args:
+    name: a key of `PRUNERS`.
+    vit_cfg: the model the pruner runs on (its token count and depth fix the budget).
+    **options: exactly the builder's options: `r_max` and `alpha` (seed 002's schedule) for every
+      heuristic, none for `none`.
+
+  Returns:
+    The Pruner.
+
+  Raises:
+    UserError: (one line) for an unknown name, an unknown or missing option, or a bad option value.
+  """
   if name not in PRUNERS:
-    from vitprune_jax.errors import UserError  # pylint: disable=g-import-not-at-top
     raise UserError(f'Unknown pruner {name!r}; choose from: {", ".join(PRUNERS)}.')
-  if name == 'none':
-    return Pruner(name, None, tuple(schedules.unpruned(cfg.num_tokens, cfg.num_layers)))
-  budget = schedules.tokens_per_layer(cfg.num_patches, cfg.num_layers, r_max, alpha)
-  if name == 'greedy':
-    keep = matched_one_shot_keep(cfg, budget)
-    return Pruner(name, cls_attention_score,
-                  tuple(schedules.constant_after_first(cfg.num_tokens, cfg.num_layers, keep)))
-  return Pruner(name, _SCORES[name], tuple(budget))
+  valid = pruner_options(name)
+  takes = ', '.join(valid) if valid else 'no options'
+  unexpected = [k for k in options if k not in valid]
+  if unexpected:
+    raise UserError(f'Pruner {name!r} takes {takes}; got unexpected option {unexpected[0]!r}.')
+  missing = [k for k in valid if k not in options]
+  if missing:
+    raise UserError(f'Pruner {name!r} takes {takes}; option {missing[0]!r} is missing.')
+  return PRUNERS[name](vit_cfg, **options)

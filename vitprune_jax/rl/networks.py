@@ -1,10 +1,12 @@
 """MAPPO actor and critic: small MLPs whose parameters are shared by every agent.
 
-Agents are only a batch axis (the Dense layers act on the last, feature axis), so one set of weights serves any
-number of tokens and the learner can flatten (step, env, agent) into one sample axis.
-Initialisation follows purejaxrl / RL4EViT: orthogonal sqrt(2) hidden layers; the actor's output gain 0.01 makes
-the initial policy nearly uniform (keep probability ~0.5), the critic's output gain is 1.0.
+Agents are only a batch axis (the Dense layers act on the last, feature axis), so one set of
+weights serves any number of tokens and the learner can flatten (step, env, agent) into one sample
+axis. Initialisation follows purejaxrl / RL4EViT: orthogonal sqrt(2) hidden layers; the actor's
+output gain 0.01 makes the initial policy nearly uniform (keep probability ~0.5), the critic's
+output gain is 1.0.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,11 +14,14 @@ from flax import linen as nn
 
 
 def _dense(features: int, gain: float) -> nn.Dense:
-  return nn.Dense(features, kernel_init=nn.initializers.orthogonal(gain), bias_init=nn.initializers.zeros)
+  return nn.Dense(
+    features, kernel_init=nn.initializers.orthogonal(gain), bias_init=nn.initializers.zeros
+  )
 
 
 class _MLPHead(nn.Module):
   """Two tanh hidden layers and a scalar output per input row."""
+
   hidden_size: int
   output_gain: float
 
@@ -29,6 +34,7 @@ class _MLPHead(nn.Module):
 
 class Actor(nn.Module):
   """obs (..., F) -> keep logit (...); the policy is `distrax.Bernoulli(logits=...)` (1 = keep)."""
+
   hidden_size: int = 64
 
   @nn.compact
@@ -37,12 +43,14 @@ class Actor(nn.Module):
 
 
 class Critic(nn.Module):
-  """(global_state, obs) -> value per agent, from the agent-specific global state [global_state, own obs].
+  """(global_state, obs) -> value per agent, from the agent-specific state [global_state, own obs].
 
-  The agent's own obs is needed because rewards have per-agent terms: one value per env could not tell a
-  token about to be rewarded from one about to be pruned. `global_state` is either (..., G) with obs's leading
-  dims, or (..., G) without obs's agent axis (obs (..., A, F)), in which case it is broadcast to every agent.
+  The agent's own obs is needed because rewards have per-agent terms: one value per env could not
+  tell a token about to be rewarded from one about to be pruned. `global_state` is either (..., G)
+  with obs's leading dims, or (..., G) without obs's agent axis (obs (..., A, F)), in which case it
+  is broadcast to every agent.
   """
+
   hidden_size: int = 64
 
   @nn.compact
@@ -50,6 +58,11 @@ class Critic(nn.Module):
     if global_state.ndim == obs.ndim - 1:
       global_state = global_state[..., None, :]
     lead = jnp.broadcast_shapes(global_state.shape[:-1], obs.shape[:-1])
-    x = jnp.concatenate([jnp.broadcast_to(global_state, lead + global_state.shape[-1:]),
-                         jnp.broadcast_to(obs, lead + obs.shape[-1:])], axis=-1)
+    x = jnp.concatenate(
+      [
+        jnp.broadcast_to(global_state, lead + global_state.shape[-1:]),
+        jnp.broadcast_to(obs, lead + obs.shape[-1:]),
+      ],
+      axis=-1,
+    )
     return _MLPHead(self.hidden_size, 1.0, name='head')(x)
