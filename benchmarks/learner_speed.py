@@ -102,6 +102,16 @@ def toy_setup(
   return env, toy_env.make_toy_inputs(key, num_envs, num_agents, num_features), num_agents
 
 
+def count_dots(jaxpr) -> int:
+  """dot_general equations in a jaxpr, through every sub-jaxpr: the rollout's matmul count."""
+  count = 0
+  for eqn in jaxpr.eqns:
+    count += eqn.primitive.name == 'dot_general'
+    for sub in jax.core.jaxprs_in_params(eqn.params):
+      count += count_dots(sub)
+  return count
+
+
 def host_ops(hlo_text: str) -> list[str]:
   """Host callbacks and host transfers in the compiled step; a step that never leaves XLA has
   none."""
@@ -149,6 +159,17 @@ def bench(
       total.append(done - start)
       all_metrics.append(metrics)
 
+  # The rollout alone (same state, inputs and keys), so the update splits into rollout + PPO phase.
+  roll = jax.jit(lambda s, i, k: learner.rollout(k, s, env, actor, critic, i)[0].reward)
+  roll_compiled = roll.lower(state, inputs, keys[0]).compile()
+  rollout_dots = count_dots(jax.make_jaxpr(roll)(state, inputs, keys[0]).jaxpr)
+  jax.block_until_ready(roll_compiled(state, inputs, keys[0]))
+  rollout_total = []
+  for step_key in keys[1:]:
+    start = time.perf_counter()
+    jax.block_until_ready(roll_compiled(state, inputs, step_key))
+    rollout_total.append(time.perf_counter() - start)
+
   decisions = [round(float(m['acting_fraction']) * slots) for m in all_metrics]
   median_total = statistics.median(total)
   median_dispatch = statistics.median(dispatch)
@@ -166,6 +187,9 @@ def bench(
     'compile_seconds': compile_s,
     'first_call_seconds': first_call_s,
     'median_update_seconds': median_total,
+    'median_rollout_seconds': statistics.median(rollout_total),
+    'median_ppo_seconds': median_total - statistics.median(rollout_total),
+    'rollout_matmuls': rollout_dots,
     'median_dispatch_seconds': median_dispatch,
     'median_xla_wait_seconds': statistics.median(t - d for t, d in zip(total, dispatch)),
     'updates_per_second': 1.0 / median_total,
@@ -199,6 +223,11 @@ def print_report(name: str, r: dict[str, Any]) -> None:
     f'{r["decisions_per_update"]:.0f} token decisions per update, '
     f'{r["decisions_per_second"]:,.0f} decisions/s '
     f'(all agent slots: {r["agent_slots_per_second"]:,.0f}/s)'
+  )
+  print(
+    f'  split: rollout {r["median_rollout_seconds"] * 1e3:.1f} ms '
+    f'({r["rollout_matmuls"]} matmuls in its program), PPO phase '
+    f'{r["median_ppo_seconds"] * 1e3:.1f} ms (update minus rollout)'
   )
   print(
     f'  outside XLA: dispatch {r["median_dispatch_seconds"] * 1e6:.0f} us of '

@@ -11,7 +11,8 @@ from flax import linen as nn
 
 from tests import helpers
 from vitprune_jax import parallel
-from vitprune_jax.rl import learner, networks, toy_env
+from vitprune_jax.models import vit
+from vitprune_jax.rl import learner, networks, pruning_env, toy_env
 
 
 def test_compute_gae_hand_example():
@@ -194,13 +195,14 @@ def test_update_is_deterministic_in_its_key():
   assert not np.allclose(first, other)
 
 
-def test_minibatches_must_divide_the_samples():
-  ppo = learner.PPOConfig(num_minibatches=5)  # T*E*A = 3*4*4 = 48 samples.
+def test_minibatches_that_do_not_divide_the_samples_are_padded():
+  """T*A = 3*4 = 12 samples per env into 5 minibatches: padded to 15 with dead samples."""
+  ppo = learner.PPOConfig(num_minibatches=5)
   env, actor, critic, state = _setup(ppo, num_envs=4, num_agents=4)
-  update = learner.make_update(ppo, env, actor, critic)
+  update = jax.jit(learner.make_update(ppo, env, actor, critic))
   inputs = toy_env.make_toy_inputs(jax.random.PRNGKey(0), 4, 4, 4)
-  with pytest.raises(ValueError, match='num_minibatches'):
-    jax.eval_shape(update, state, inputs, jax.random.PRNGKey(0))
+  _, metrics = update(state, inputs, jax.random.PRNGKey(0))
+  assert np.isfinite(float(metrics['total_loss']))
 
 
 def _two_updates(mesh):
@@ -231,6 +233,81 @@ def test_eight_devices_match_one_device():
   eight_returns, eight = _two_updates(parallel.make_mesh(jax.devices()))
   assert eight_returns == one_returns
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(b, a, atol=1e-5), one, eight)
+
+
+def _sharded_pruning_update(mesh):
+  """One data-parallel update (shard_map) of the token-pruning game on a random 2-block ViT."""
+  vit_cfg = vit.ViTConfig(
+    num_classes=10,
+    image_size=8,
+    patch_size=2,
+    hidden_size=16,
+    num_layers=2,
+    num_heads=2,
+    mlp_dim=32,
+    num_channels=1,
+  )
+  model = vit.VisionTransformer(vit_cfg)
+  images = jax.random.normal(jax.random.PRNGKey(1), (16, 8, 8, 1))
+  params = model.init(jax.random.PRNGKey(0), images[:1])['params']
+  head = dict(kernel=jax.random.normal(jax.random.PRNGKey(2), (16, 10)), bias=jnp.zeros(10))
+  params = dict(params, head=head)
+  env = pruning_env.make_env(model, params, accuracy_weight=1.0, efficiency_weight=0.1)
+  inputs = {'image': images, 'label': jnp.arange(16) % 10}
+  actor, critic = networks.Actor(16), networks.Critic(16)
+  ppo = learner.PPOConfig(num_minibatches=3)  # 17 agents x 1 point: padded to 18 per env.
+  _, sample_obs = env.reset(jax.random.PRNGKey(0), inputs)
+  state = jax.jit(
+    lambda k: learner.init_learner(k, ppo, actor, critic, sample_obs),
+    out_shardings=parallel.replicated_sharding(mesh),
+  )(jax.random.PRNGKey(0))
+  inputs = jax.device_put(inputs, parallel.batch_sharding(mesh))
+  before = jax.device_get(state.actor_params)
+  update = jax.jit(learner.make_sharded_update(ppo, env, actor, critic, mesh))
+  state, metrics = update(state, inputs, jax.random.PRNGKey(3))
+  return jax.device_get((state.actor_params, state.critic_params, metrics)) + (before,)
+
+
+def test_the_data_parallel_update_of_the_pruning_game_matches_one_device():
+  """Every device shuffles and steps through its own envs; only sums and gradients cross."""
+  one = _sharded_pruning_update(parallel.make_mesh(jax.devices()[:1]))
+  eight = _sharded_pruning_update(parallel.make_mesh(jax.devices()))[:3]
+  assert one[2]['kept_fraction'] == pytest.approx(eight[2]['kept_fraction'], abs=1e-6)
+  assert 0.3 < one[2]['kept_fraction'] < 0.7  # The initial policy keeps about half.
+  jax.tree_util.tree_map(
+    lambda a, b: np.testing.assert_allclose(b, a, atol=1e-5), one[:2], eight[:2]
+  )
+  # The update moved the actor: the comparison is not between two untouched inits.
+  moved = jax.tree_util.tree_map(lambda a, b: float(np.abs(a - b).max()), one[0], one[3])
+  assert max(jax.tree_util.tree_leaves(moved)) > 1e-4
+
+
+def test_padded_minibatches_are_stratified_by_env_and_cover_every_sample():
+  """T*A = 5 samples per env, 2 minibatches: padded to 6, each minibatch 3 of every env's."""
+  t, e, a = 1, 2, 5
+  ids = jnp.arange(t * e * a, dtype=jnp.float32).reshape(t, e, a)
+  ones = jnp.ones((t, e, a))
+  transitions = learner.Transition(
+    obs=ids[..., None],
+    global_state=jnp.zeros((t, e, 1)),
+    action=ones.astype(jnp.int32),
+    log_prob=ids,
+    value=ids,
+    reward=ids,
+    alive=ones,
+    done=ones,
+    acting=ones,
+  )
+  batch = learner._shuffled_minibatches(
+    jax.random.PRNGKey(0), transitions, ids, ids, 2, jnp.arange(e)
+  )
+  assert batch.obs.shape == (2, 6, 1)
+  for m in range(2):  # 3 slots of env 0 (ids 0-4), then 3 of env 1 (ids 5-9); padding is dead.
+    env0, env1 = batch.advantage[m, :3], batch.advantage[m, 3:]
+    assert all(v < 5 or not al for v, al in zip(env0, batch.alive[m, :3]))
+    assert all(v >= 5 or not al for v, al in zip(env1, batch.alive[m, 3:]))
+  real = sorted(float(v) for v, al in zip(batch.advantage.ravel(), batch.alive.ravel()) if al)
+  assert real == list(range(10)) and float(batch.alive.sum()) == 10
 
 
 def test_agents_that_stop_deciding_still_learn_values_but_not_policy():

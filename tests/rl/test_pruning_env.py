@@ -126,3 +126,41 @@ def test_two_agent_target_capacities():
   assert two_agent_env.target_capacities(CFG, 0, 0.5) == (9, 9, 9)
   assert two_agent_env.target_capacities(CFG, 1, 0.5) == (17, 9, 9)
   assert two_agent_env.target_capacities(CFG, 1, 0.3) == (17, 13, 13)
+
+
+def _count_dots(jaxpr) -> int:
+  """dot_general equations in a (closed) jaxpr, through every sub-jaxpr (pjit, cond branches...)."""
+  count = 0
+  for eqn in jaxpr.eqns:
+    count += eqn.primitive.name == 'dot_general'
+    for sub in jax.core.jaxprs_in_params(eqn.params):
+      count += _count_dots(sub)
+  return count
+
+
+def test_each_step_runs_only_its_own_segment(setup):
+  """6 blocks, points after blocks 0 and 3: step 0 runs blocks 1-3, step 1 blocks 4-5 and the head.
+
+  A block holds 8 matmuls (q, k, v, scores, weighted sum, out, two MLP layers); each observation
+  adds 1 (the redundancy feature's cosine similarities); the head 1. A vmapped per-image switch
+  would hold every segment in every step (2 x 8 x 5 + ...).
+  """
+  _, _, inputs = setup
+  cfg6 = CFG.__class__(**{**CFG.__dict__, 'num_layers': 6})
+  model = vit.VisionTransformer(cfg6)
+  params = model.init(jax.random.PRNGKey(0), inputs['image'])['params']
+  env = pruning_env.make_env(
+    model, params, accuracy_weight=1.0, efficiency_weight=0.1, points=(0, 3)
+  )
+  state, _ = env.reset(jax.random.PRNGKey(0), inputs)
+  actions = jnp.ones((4, cfg6.num_tokens), jnp.int32)
+  counts = [
+    _count_dots(jax.make_jaxpr(env.step_at(t))(jax.random.PRNGKey(0), state, actions).jaxpr)
+    for t in range(2)
+  ]
+  assert counts == [3 * 8 + 1, 2 * 8 + 1 + 1]
+  # The generic step (dynamic point) gives the same numbers as the unrolled ones.
+  state1, obs1, reward1, _ = env.step_at(0)(jax.random.PRNGKey(0), state, actions)
+  state2, obs2, reward2, _ = jax.jit(env.step)(jax.random.PRNGKey(0), state, actions)
+  np.testing.assert_allclose(obs2.obs, obs1.obs, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(state2.t, state1.t)

@@ -195,7 +195,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   start = int(state.step)
 
   writer = common.metric_writer(workdir)
-  update = jax.jit(learner.make_update(ppo, env, actor, critic), donate_argnums=(0,))
+  update = jax.jit(learner.make_sharded_update(ppo, env, actor, critic, mesh), donate_argnums=(0,))
   batches = input_pipeline.train_batches(
     spec_data, global_batch_size=p.num_envs, start_step=start, steps_per_epoch=steps_per_epoch
   )

@@ -2,17 +2,17 @@
 
 The learner knows nothing about tokens: an environment is a pair of pure functions (`EnvFns`) over
 a batch of E envs with A agent slots each, and agents appear and die through the `alive` mask. One
-update is rollout (lax.scan over T) -> GAE (reverse lax.scan) -> advantage normalisation ->
-update_epochs x num_minibatches Adam steps (lax.scan inside lax.scan) over the flattened T*E*A
-samples. Every mean is weighted by `alive`, so dead agent slots keep shapes static and contribute
-nothing. The hyper-parameters are one explicit `PPOConfig`.
+update is rollout (lax.scan over T, or unrolled when the env's steps differ: `EnvFns.step_at`) ->
+GAE (reverse lax.scan) -> advantage normalisation -> update_epochs x num_minibatches Adam steps
+(lax.scan inside lax.scan) over the T*A samples of each env, each minibatch a slice of every env.
+Every mean is weighted by `alive`, so dead agent slots keep shapes static and contribute nothing.
+The hyper-parameters are one explicit `PPOConfig`.
 
-Data parallelism: the caller jits `make_update`'s function, replicates the LearnerState and splits
-`inputs` along E (`parallel.batch_sharding`). The rollout (where the env's cost is) then runs split
-along E; the losses are means over the global batch, so 1 device and N devices compute the same
-update. The PPO epochs shuffle samples across the whole batch, which XLA implements by all-gathering
-the T*E*A samples, so every device runs the (small MLP) minibatch steps on the same data rather than
-on a slice of it.
+Data parallelism (`make_sharded_update`, shard_map over the mesh's data axis): each device plays
+its own envs, computes their GAE, shuffles and cuts their samples, and runs the minibatch steps on
+them; only scalar sums (the counts and totals behind every mean) and the gradients are summed over
+devices. Actions are drawn per env (`fold_in(key, env index)`) and minibatches are stratified by
+env, so 1 device and N devices compute the same update, and no device holds the global batch.
 """
 
 from typing import Any, Callable, NamedTuple, Optional
@@ -63,6 +63,10 @@ class EnvFns(NamedTuple):
   num_steps: int  # Fixed episode length T (static).
   # Final env state -> scalar metrics to log.
   metrics: Optional[Callable[[Any], dict[str, Array]]] = None
+  # Optional: t -> the `step` of step t alone (t a Python int). Envs whose steps do different work
+  # (the pruning game runs a different ViT segment at each point) give it, and the rollout then
+  # unrolls its T steps, so each step's program holds only its own work.
+  step_at: Optional[Callable[[int], Callable[[Array, Any, Array], Any]]] = None
 
 
 class Transition(NamedTuple):
@@ -108,9 +112,25 @@ class LearnerState(NamedTuple):
   step: Array  # int32 scalar: updates done.
 
 
-def _masked_mean(x: Array, mask: Array) -> Array:
-  """Mean over the mask-1 entries; an all-dead batch gives 0, not NaN."""
-  return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+def _masked_mean(x: Array, mask: Array, count: Optional[Array] = None) -> Array:
+  """Mean over the mask-1 entries; an all-dead batch gives 0, not NaN.
+
+  With `count` (the mask's sum over every device) it is this device's share of the global mean:
+  summed over devices, the shares give the mean over the whole batch.
+  """
+  count = jnp.sum(mask) if count is None else count
+  return jnp.sum(x * mask) / jnp.maximum(count, 1.0)
+
+
+def _psum(tree: Any, axis_name: Optional[str]) -> Any:
+  """Sum over the devices of `axis_name` (inside shard_map); the identity on one program."""
+  return tree if axis_name is None else jax.lax.psum(tree, axis_name)
+
+
+def _global_mean(x: Array, mask: Array, axis_name: Optional[str]) -> Array:
+  """Masked mean over the samples of every device."""
+  total, count = _psum((jnp.sum(x * mask), jnp.sum(mask)), axis_name)
+  return total / jnp.maximum(count, 1.0)
 
 
 def _policy(actor: nn.Module, actor_params: Any, obs: Array) -> distrax.Bernoulli:
@@ -151,6 +171,7 @@ def rollout(
   actor: nn.Module,
   critic: nn.Module,
   inputs: Any,
+  env_ids: Optional[Array] = None,
 ) -> tuple[Transition, RolloutInfo]:
   """Plays one episode of length T in every env with the current policy.
 
@@ -161,29 +182,44 @@ def rollout(
     actor: the actor network.
     critic: the critic network.
     inputs: the env's inputs (E leading), e.g. a batch of images.
+    env_ids: (E,) global index of each env (default 0..E-1): env i's actions are drawn with
+      `fold_in(key, env_ids[i])`, so they do not depend on how the envs are split over devices.
 
   Returns:
     The stacked transitions (T leading) and a `RolloutInfo`.
   """
   reset_key, scan_key = jax.random.split(key)
   env_state, obs = env.reset(reset_key, inputs)
+  if env_ids is None:
+    env_ids = jnp.arange(obs.obs.shape[0])
 
-  def step_fn(carry, step_key):
+  def sample(act_key: Array, logits: Array) -> tuple[Array, Array]:
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(act_key, env_ids)
+    draw = lambda k, lg: distrax.Bernoulli(logits=lg, dtype=jnp.int32).sample_and_log_prob(seed=k)
+    return jax.vmap(draw)(keys, logits)
+
+  def step_fn(carry, step_key, step=env.step):
     env_state, obs = carry
     act_key, env_key = jax.random.split(step_key)
-    pi = _policy(actor, learner_state.actor_params, obs.obs)
-    action, log_prob = pi.sample_and_log_prob(seed=act_key)
+    action, log_prob = sample(act_key, actor.apply(learner_state.actor_params, obs.obs))
     value = critic.apply(learner_state.critic_params, obs.global_state, obs.obs)
-    env_state, next_obs, reward, done = env.step(env_key, env_state, action)
+    env_state, next_obs, reward, done = step(env_key, env_state, action)
     acting = obs.alive if obs.acting is None else obs.acting
     transition = Transition(
       obs.obs, obs.global_state, action, log_prob, value, reward, obs.alive, done, acting
     )
     return (env_state, next_obs), transition
 
-  (env_state, obs), transitions = jax.lax.scan(
-    step_fn, (env_state, obs), jax.random.split(scan_key, env.num_steps)
-  )
+  step_keys = jax.random.split(scan_key, env.num_steps)
+  if env.step_at is None:
+    (env_state, obs), transitions = jax.lax.scan(step_fn, (env_state, obs), step_keys)
+  else:  # Unrolled: step t runs only its own work (no switch over the steps of every env).
+    carry, steps = (env_state, obs), []
+    for t in range(env.num_steps):
+      carry, transition = step_fn(carry, step_keys[t], step=env.step_at(t))
+      steps.append(transition)
+    (env_state, obs) = carry
+    transitions = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *steps)
   last_value = critic.apply(learner_state.critic_params, obs.global_state, obs.obs) * obs.alive
   return transitions, RolloutInfo(last_value=last_value, env_state=env_state)
 
@@ -247,6 +283,7 @@ def ppo_loss(
   value_clip_eps: float,
   value_coef: float,
   entropy_coef: float,
+  counts: Optional[tuple[Array, Array]] = None,
 ) -> tuple[Array, dict[str, Array]]:
   """Clipped surrogate + value_coef * clipped value loss - entropy_coef * entropy.
 
@@ -268,26 +305,30 @@ def ppo_loss(
     value_clip_eps: veps, the value clip around the rollout's values.
     value_coef: weight of the value loss.
     entropy_coef: weight of the entropy bonus.
+    counts: (acting count, alive count) over the minibatch of every device, for a data-parallel
+      update: each mean is then this device's share, and the shares sum to the global loss.
+      None: the means are over `batch` alone.
 
   Returns:
     (total loss, {'policy_loss', 'value_loss', 'entropy', 'approx_kl', 'clip_fraction'}).
   """
+  acting_count, alive_count = (None, None) if counts is None else counts
   pi = _policy(actor, actor_params, batch.obs)
   log_prob = pi.log_prob(batch.action)
   log_ratio = log_prob - batch.log_prob
   ratio = jnp.exp(log_ratio)
   clipped_ratio = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
   surrogate = jnp.minimum(ratio * batch.advantage, clipped_ratio * batch.advantage)
-  policy_loss = -_masked_mean(surrogate, batch.acting)
+  policy_loss = -_masked_mean(surrogate, batch.acting, acting_count)
 
   value = critic.apply(critic_params, batch.global_state, batch.obs)
   value_clipped = batch.value + jnp.clip(value - batch.value, -value_clip_eps, value_clip_eps)
   value_error = jnp.maximum(
     jnp.square(value - batch.target), jnp.square(value_clipped - batch.target)
   )
-  value_loss = 0.5 * _masked_mean(value_error, batch.alive)
+  value_loss = 0.5 * _masked_mean(value_error, batch.alive, alive_count)
 
-  entropy = _masked_mean(pi.entropy(), batch.acting)
+  entropy = _masked_mean(pi.entropy(), batch.acting, acting_count)
   total = policy_loss + value_coef * value_loss - entropy_coef * entropy
   clipped = (jnp.abs(ratio - 1.0) > clip_eps).astype(jnp.float32)
   aux = {
@@ -295,31 +336,50 @@ def ppo_loss(
     'value_loss': value_loss,
     'entropy': entropy,
     # k3 estimator of KL(old || new): unbiased and never negative.
-    'approx_kl': _masked_mean((ratio - 1.0) - log_ratio, batch.acting),
-    'clip_fraction': _masked_mean(clipped, batch.acting),
+    'approx_kl': _masked_mean((ratio - 1.0) - log_ratio, batch.acting, acting_count),
+    'clip_fraction': _masked_mean(clipped, batch.acting, acting_count),
   }
   return total, aux
 
 
 def _shuffled_minibatches(
-  key: Array, transitions: Transition, advantages: Array, targets: Array, num_minibatches: int
+  key: Array,
+  transitions: Transition,
+  advantages: Array,
+  targets: Array,
+  num_minibatches: int,
+  env_ids: Array,
 ) -> Batch:
-  """A random permutation of the T*E*A samples, cut into (num_minibatches, N / num_minibatches).
+  """Each env's T*A samples in a random order of their own, cut into `num_minibatches` slices.
 
-  The per-env global state is gathered per sample by its (step, env) row instead of being copied to
-  all A agents first, so the shuffle moves G floats per sample, not an (T, E, A, G) broadcast.
+  Minibatch m holds the m-th slice of every env (stratified by env), and env i's order comes from
+  `fold_in(key, env_ids[i])`, so the global minibatches do not depend on how the envs are split
+  over devices: each device cuts its own envs and the union is the same. Each env's samples are
+  padded with dead ones (alive = acting = 0, so they count for nothing) to a multiple of
+  `num_minibatches`. The per-env global state is gathered per sample by its step (index // A)
+  rather than copied to all A agents first.
+
+  Returns:
+    A Batch with leading axes (num_minibatches, E * padded T*A / num_minibatches).
   """
   t, e, a = transitions.action.shape
-  num_samples = t * e * a
-  if num_samples % num_minibatches:
-    raise ValueError(
-      f'T*E*A = {num_samples} samples do not split into num_minibatches = '
-      f'{num_minibatches} equal minibatches.'
-    )
-  perm = jax.random.permutation(key, num_samples)
-  take = lambda x: jnp.take(x.reshape((num_samples,) + x.shape[3:]), perm, axis=0)
-  # Flat sample index = (t * E + e) * A + a, so its (step, env) row is index // A.
-  global_state = jnp.take(transitions.global_state.reshape(t * e, -1), perm // a, axis=0)
+  per_env = t * a
+  size = -(-per_env // num_minibatches) * num_minibatches
+
+  def by_env(x: Array) -> Array:  # (T, E, A, ...) -> (E, size, ...), padded.
+    x = jnp.moveaxis(x, 1, 0).reshape((e, per_env) + x.shape[3:])
+    return jnp.pad(x, [(0, 0), (0, size - per_env)] + [(0, 0)] * (x.ndim - 2))
+
+  perms = jax.vmap(lambda i: jax.random.permutation(jax.random.fold_in(key, i), size))(env_ids)
+
+  def take(x: Array) -> Array:
+    x = by_env(x)
+    return jnp.take_along_axis(x, perms.reshape(perms.shape + (1,) * (x.ndim - 2)), axis=1)
+
+  steps = jnp.minimum(perms // a, t - 1)  # Padded samples read the last step (they are dead).
+  global_state = jnp.take_along_axis(
+    jnp.moveaxis(transitions.global_state, 1, 0), steps[..., None], axis=1
+  )
   batch = Batch(
     take(transitions.obs),
     global_state,
@@ -331,13 +391,27 @@ def _shuffled_minibatches(
     take(transitions.alive),
     take(transitions.acting),
   )
-  return jax.tree_util.tree_map(lambda x: x.reshape((num_minibatches, -1) + x.shape[1:]), batch)
+
+  def cut(x: Array) -> Array:  # (E, size, ...) -> (M, E * size / M, ...)
+    x = x.reshape((e, num_minibatches, size // num_minibatches) + x.shape[2:])
+    return jnp.moveaxis(x, 1, 0).reshape((num_minibatches, -1) + x.shape[3:])
+
+  return jax.tree_util.tree_map(cut, batch)
 
 
 def make_update(
-  ppo: PPOConfig, env: EnvFns, actor: nn.Module, critic: nn.Module
+  ppo: PPOConfig,
+  env: EnvFns,
+  actor: nn.Module,
+  critic: nn.Module,
+  axis_name: Optional[str] = None,
 ) -> Callable[[LearnerState, Any, Array], tuple[LearnerState, dict[str, Array]]]:
   """update(learner_state, inputs, key) -> (learner_state, metrics): pure, for the caller to jit.
+
+  With `axis_name` the function is one device's part of a data-parallel update (run it under
+  shard_map, or use `make_sharded_update`): `inputs` are this device's envs, every mean is global
+  (psum of sums and counts), and the gradients are summed over devices before each Adam step, so
+  every device ends with the same state as one device running the whole batch.
 
   Metrics (scalars): 'episode_return' (summed over steps and agents, mean over envs),
   'alive_fraction' and 'acting_fraction' (means over (T, E, A)), the means over all epochs and
@@ -345,7 +419,7 @@ def make_update(
   and the env's own metrics of its final state.
   """
   actor_tx, critic_tx = create_optimizers(ppo)
-  loss_fn = lambda a, c, b: ppo_loss(
+  loss_fn = lambda a, c, b, counts: ppo_loss(
     a,
     c,
     b,
@@ -355,12 +429,17 @@ def make_update(
     value_clip_eps=ppo.value_clip_eps,
     value_coef=ppo.value_coef,
     entropy_coef=ppo.entropy_coef,
+    counts=counts,
   )
   grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)
+  pmean = lambda x: x if axis_name is None else jax.lax.pmean(x, axis_name)
 
   def minibatch_step(state: LearnerState, minibatch: Batch):
-    (total, aux), grads = grad_fn(state.actor_params, state.critic_params, minibatch)
-    actor_grads, critic_grads = grads
+    counts = _psum((jnp.sum(minibatch.acting), jnp.sum(minibatch.alive)), axis_name)
+    (total, aux), grads = grad_fn(state.actor_params, state.critic_params, minibatch, counts)
+    # Each device's loss is its share of the global means: the sums are the global loss and its
+    # gradient.
+    (total, aux), (actor_grads, critic_grads) = _psum(((total, aux), grads), axis_name)
     actor_updates, actor_opt_state = actor_tx.update(
       actor_grads, state.actor_opt_state, state.actor_params
     )
@@ -379,7 +458,12 @@ def make_update(
     learner_state: LearnerState, inputs: Any, key: Array
   ) -> tuple[LearnerState, dict[str, Array]]:
     rollout_key, epochs_key = jax.random.split(key)
-    transitions, info = rollout(rollout_key, learner_state, env, actor, critic, inputs)
+    num_envs = jax.tree_util.tree_leaves(inputs)[0].shape[0]
+    first = 0 if axis_name is None else jax.lax.axis_index(axis_name) * num_envs
+    env_ids = first + jnp.arange(num_envs)
+    transitions, info = rollout(
+      rollout_key, learner_state, env, actor, critic, inputs, env_ids=env_ids
+    )
     advantages, targets = compute_gae(
       transitions.reward,
       transitions.value,
@@ -390,14 +474,14 @@ def make_update(
       info.last_value,
     )
     alive, acting = transitions.alive, transitions.acting
-    if ppo.normalize_advantages:  # Over the samples the policy loss sees.
-      mean = _masked_mean(advantages, acting)
-      std = jnp.sqrt(_masked_mean(jnp.square(advantages - mean), acting))
+    if ppo.normalize_advantages:  # Over the samples the policy loss sees, on every device.
+      mean = _global_mean(advantages, acting, axis_name)
+      std = jnp.sqrt(_global_mean(jnp.square(advantages - mean), acting, axis_name))
       advantages = acting * (advantages - mean) / (std + 1e-8)
 
     def epoch_step(state: LearnerState, epoch_key: Array):
       minibatches = _shuffled_minibatches(
-        epoch_key, transitions, advantages, targets, ppo.num_minibatches
+        epoch_key, transitions, advantages, targets, ppo.num_minibatches, env_ids
       )
       return jax.lax.scan(minibatch_step, state, minibatches)
 
@@ -406,11 +490,44 @@ def make_update(
     )
     learner_state = learner_state._replace(step=learner_state.step + 1)
     metrics = jax.tree_util.tree_map(jnp.mean, losses)
-    metrics['episode_return'] = jnp.mean(jnp.sum(transitions.reward * alive, axis=(0, 2)))
-    metrics['alive_fraction'] = jnp.mean(alive)
-    metrics['acting_fraction'] = jnp.mean(acting)
+    local = {
+      'episode_return': jnp.mean(jnp.sum(transitions.reward * alive, axis=(0, 2))),
+      'alive_fraction': jnp.mean(alive),
+      'acting_fraction': jnp.mean(acting),
+    }
     if env.metrics is not None:
-      metrics.update(env.metrics(info.env_state))
+      local.update(env.metrics(info.env_state))
+    # Means over equal shards of envs: the mean of the devices' means.
+    metrics.update(jax.tree_util.tree_map(pmean, local))
     return learner_state, metrics
 
   return update
+
+
+def make_sharded_update(
+  ppo: PPOConfig,
+  env: EnvFns,
+  actor: nn.Module,
+  critic: nn.Module,
+  mesh: jax.sharding.Mesh,
+  axis_name: str = 'data',
+) -> Callable[[LearnerState, Any, Array], tuple[LearnerState, dict[str, Array]]]:
+  """The data-parallel update over `mesh`: rollout, GAE, shuffles and minibatch steps all run on
+  each device's own envs (`inputs` split along E), and only sums and gradients cross devices.
+
+  The learner state and the key are replicated. One device and N devices give the same state
+  (up to float summation order) for envs whose randomness is per env (the pruning games are
+  deterministic given the actions, and actions are drawn per env).
+  """
+  local = make_update(ppo, env, actor, critic, axis_name)
+  spec = jax.sharding.PartitionSpec
+  # check_vma=False: each device differentiates its own share of the loss and `make_update` sums
+  # the gradients itself (with tracking on, jax would already sum the cotangents of the replicated
+  # params, and the explicit psum would count them once per device).
+  return jax.shard_map(
+    local,
+    mesh=mesh,
+    in_specs=(spec(), spec(axis_name), spec()),
+    out_specs=(spec(), spec()),
+    check_vma=False,
+  )

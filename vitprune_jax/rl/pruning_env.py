@@ -208,41 +208,30 @@ def make_env(
     )
     return state, _observe_state(vit_cfg, state, num_points)
 
-  def step_one(state: PruningState, action: Array) -> tuple[PruningState, EnvObs, Array, Array]:
+  def step_one(
+    state: PruningState, action: Array, t: int
+  ) -> tuple[PruningState, EnvObs, Array, Array]:
+    """Pruning point t (a Python int: every image is at the same point) on one image."""
     deciding = state.keep.at[0].set(0.0)
     keep = state.keep * jnp.where(deciding > 0, action.astype(jnp.float32), 1.0)
     pruned_now = deciding * (1.0 - keep)
-
-    def segment(j):
-      def run(x):
-        x, stats = run_blocks(model, params, x, keep, segments[j])
-        if j == num_points - 1:
-          logits = readout_one(model, params, x)
-          cls_att = mean_att = jnp.zeros((vit_cfg.num_tokens,), jnp.float32)
-        else:
-          logits = jnp.zeros((vit_cfg.num_classes,), jnp.float32)
-          cls_att, mean_att = stats.cls_attention[0], stats.mean_attention[0]
-        return x, cls_att, mean_att, logits
-
-      return run
-
-    x, cls_att, mean_att, logits = jax.lax.switch(
-      state.t, [segment(j) for j in range(num_points)], state.x
-    )
-    last = state.t == num_points - 1
-    log_prob = jax.nn.log_softmax(logits)[state.label]
-    accuracy = jnp.where(
-      last, accuracy_weight * jnp.maximum(log_prob - state.ref_log_prob, -accuracy_clip), 0.0
-    )
+    x, stats = run_blocks(model, params, state.x, keep, segments[t])
+    last = t == num_points - 1
+    if last:
+      logits = readout_one(model, params, x)
+      cls_att = mean_att = jnp.zeros((vit_cfg.num_tokens,), jnp.float32)
+      log_prob = jax.nn.log_softmax(logits)[state.label]
+      accuracy = accuracy_weight * jnp.maximum(log_prob - state.ref_log_prob, -accuracy_clip)
+      correct = (jnp.argmax(logits) == state.label).astype(jnp.float32)
+    else:
+      cls_att, mean_att = stats.cls_attention[0], stats.mean_attention[0]
+      accuracy, correct = jnp.zeros(()), state.correct
     # Every token agent (CLS excluded) shares the accuracy term, pruned ones included.
-    reward = (efficiency_weight * saved_share[state.t] * pruned_now + accuracy).at[0].set(0.0)
-    correct = jnp.where(
-      last, (jnp.argmax(logits) == state.label).astype(jnp.float32), state.correct
-    )
+    reward = (efficiency_weight * saved_share[t] * pruned_now + accuracy).at[0].set(0.0)
     new = state._replace(
       x=x, keep=keep, t=state.t + 1, cls_attention=cls_att, mean_attention=mean_att, correct=correct
     )
-    done = jnp.full((vit_cfg.num_tokens,), last.astype(jnp.float32))
+    done = jnp.full((vit_cfg.num_tokens,), float(last))
     info_obs = _observe_state(
       vit_cfg, new._replace(t=jnp.minimum(new.t, num_points - 1)), num_points
     )
@@ -252,14 +241,24 @@ def make_env(
     del key
     return jax.vmap(reset_one)(inputs['image'], inputs['label'])
 
+  def step_at(t: int):
+    """The step at pruning point t: only segment t of the ViT runs."""
+
+    def step(key: Array, state: PruningState, actions: Array):
+      del key
+      return jax.vmap(lambda s, a: step_one(s, a, t))(state, actions)
+
+    return step
+
   def step(
     key: Array, state: PruningState, actions: Array
   ) -> tuple[PruningState, EnvObs, Array, Array]:
-    del key
-    return jax.vmap(step_one)(state, actions)
+    # Every image is at the same point, so the index is one unbatched scalar: a real conditional
+    # that runs one segment (a per-image index under vmap would run every segment).
+    return jax.lax.switch(state.t[0], [step_at(t) for t in range(num_points)], key, state, actions)
 
   def metrics(state: PruningState) -> dict[str, Array]:
     kept = jnp.sum(state.keep[:, 1:], -1) / (vit_cfg.num_tokens - 1)
     return {'kept_fraction': jnp.mean(kept), 'accuracy': jnp.mean(state.correct)}
 
-  return EnvFns(reset=reset, step=step, num_steps=num_points, metrics=metrics)
+  return EnvFns(reset=reset, step=step, num_steps=num_points, metrics=metrics, step_at=step_at)
