@@ -120,7 +120,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.ppo.gamma = 0.99  # Discount per pruning point.
   config.ppo.gae_lambda = 0.95  # GAE lambda.
   config.ppo.clip_eps = 0.2  # PPO ratio clip.
-  config.ppo.value_clip_eps = 0.2  # Value-function clip around the rollout's values.
+  config.ppo.value_clip_eps = 0.2  # Value clip around the rollout's values; 0 = no clip.
   config.ppo.entropy_coef = 0.01  # Weight of the entropy bonus.
   config.ppo.value_coef = 0.5  # Weight of the value loss.
   config.ppo.max_grad_norm = 1.0  # Global-norm clip of each network's gradients.

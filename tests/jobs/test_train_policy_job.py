@@ -5,6 +5,8 @@ import json
 import os
 import pathlib
 
+import jax
+import numpy as np
 import pytest
 
 from vitprune_jax import checkpoints, jobs
@@ -61,6 +63,13 @@ def test_resume_and_reuse_by_evaluate(vit_run, tmp_path):
   resumed = _policy_config(config, vit_dir, 'mappo', 4)
   train_policy.run(resumed, str(tmp_path))
   assert checkpoints.Checkpointer(str(tmp_path / 'policy'), read_only=True).latest_step() == 4
+  # Exact resume: 2 updates, then 2 more in a new process, equal 4 updates straight.
+  train_policy.run(_policy_config(config, vit_dir, 'mappo', 4), str(tmp_path / 'straight'))
+  resumed_params, straight_params = (
+    checkpoints.Checkpointer(str(d / 'policy'), read_only=True).latest.restore(4)['params']
+    for d in (tmp_path, tmp_path / 'straight')
+  )
+  jax.tree_util.tree_map(np.testing.assert_array_equal, resumed_params, straight_params)
 
   # The learned policy joins the heuristic comparison of mode='evaluate'.
   ev = config.copy_and_resolve_references()

@@ -310,6 +310,24 @@ def test_padded_minibatches_are_stratified_by_env_and_cover_every_sample():
   assert real == list(range(10)) and float(batch.alive.sum()) == 10
 
 
+def test_value_clip_zero_is_a_plain_squared_error():
+  """veps = 0: (v, target) = (1, 1), (0.1, 1), (0, 0.5): 0.5 * (0 + 0.81 + 0.25) / 3."""
+  batch = learner.Batch(
+    obs=jnp.array([[0.0, 1.0], [0.0, 0.1], [0.0, 0.0]]),
+    global_state=jnp.zeros((3, 1)),
+    action=jnp.array([1, 1, 1], jnp.int32),
+    log_prob=jnp.full((3,), np.log(0.5), jnp.float32),
+    value=jnp.array([0.0, 0.0, 1.0]),
+    advantage=jnp.zeros(3),
+    target=jnp.array([1.0, 1.0, 0.5]),
+    alive=jnp.ones(3),
+    acting=jnp.ones(3),
+  )
+  coefs = dict(_COEFS, value_clip_eps=0.0)
+  _, aux = learner.ppo_loss({}, {}, batch, _FixedActor(), _FixedCritic(), **coefs)
+  assert float(aux['value_loss']) == pytest.approx(0.5 * (0.81 + 0.25) / 3, abs=1e-6)
+
+
 def test_agents_that_stop_deciding_still_learn_values_but_not_policy():
   """A pruned token stays in the episode (alive) without deciding (acting 0): value loss yes,
   policy loss no."""

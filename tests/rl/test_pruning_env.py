@@ -86,6 +86,26 @@ def test_rewards_and_who_still_decides(setup):
   assert float(env.metrics(state)['kept_fraction']) == pytest.approx(0.5)
 
 
+def test_the_accuracy_reward_is_the_change_in_log_p_of_the_true_label(setup):
+  """Recomputed apart from the env: the ViT run with the same tokens dropped after block 0."""
+  model, params, inputs = setup
+  env = pruning_env.make_env(model, params, accuracy_weight=2.0, efficiency_weight=0.0)
+  pattern = jnp.ones((4, 17)).at[:, 5:].set(0.0)  # Keep CLS and patches 1-4 after block 0.
+  state, _, rewards, _ = _play(env, inputs, [pattern.astype(jnp.int32), jnp.ones((4, 17), int)])
+
+  def drop_after_block_0(layer, x, keep_mask, stats):
+    return x, keep_mask * pattern if layer == 0 else keep_mask
+
+  pruned, _ = model.apply({'params': params}, inputs['image'], token_selector=drop_after_block_0)
+  full, _ = model.apply({'params': params}, inputs['image'])
+  rows = jnp.arange(4)
+  log_p = lambda logits: jax.nn.log_softmax(logits)[rows, inputs['label']]
+  expected = 2.0 * np.maximum(log_p(pruned) - log_p(full), -5.0)
+  np.testing.assert_allclose(rewards[1][:, 1], expected, rtol=1e-5, atol=1e-5)
+  assert np.any(np.abs(expected) > 1e-3)  # Dropping 12 of 16 patches changes the prediction.
+  np.testing.assert_allclose(rewards[0], 0.0)  # No efficiency weight, no reward before the end.
+
+
 def test_pruning_points_are_checked(setup):
   model, params, _ = setup
   assert (

@@ -200,7 +200,7 @@ CHECKS = {
   'ppo.gamma': _in_range(0.0, 1.0),
   'ppo.gae_lambda': _in_range(0.0, 1.0),
   'ppo.clip_eps': _positive,
-  'ppo.value_clip_eps': _positive,
+  'ppo.value_clip_eps': _non_negative,
   'ppo.entropy_coef': _non_negative,
   'ppo.value_coef': _non_negative,
   'ppo.max_grad_norm': _positive,

@@ -34,7 +34,7 @@ class PPOConfig(NamedTuple):
   gamma: float = 0.99  # Discount.
   gae_lambda: float = 0.95  # GAE lambda.
   clip_eps: float = 0.2  # PPO ratio clip.
-  value_clip_eps: float = 0.2  # Value-function clip around the rollout's values.
+  value_clip_eps: float = 0.2  # Value-function clip around the rollout's values; 0 = no clip.
   entropy_coef: float = 0.01
   value_coef: float = 0.5
   max_grad_norm: float = 1.0  # Global-norm gradient clip, per network.
@@ -302,7 +302,8 @@ def ppo_loss(
     actor: the actor network.
     critic: the critic network.
     clip_eps: eps, the ratio clip.
-    value_clip_eps: veps, the value clip around the rollout's values.
+    value_clip_eps: veps, the value clip around the rollout's values; 0 = a plain squared error
+      (the clip is absolute, so it suits returns of order 1 only).
     value_coef: weight of the value loss.
     entropy_coef: weight of the entropy bonus.
     counts: (acting count, alive count) over the minibatch of every device, for a data-parallel
@@ -322,10 +323,10 @@ def ppo_loss(
   policy_loss = -_masked_mean(surrogate, batch.acting, acting_count)
 
   value = critic.apply(critic_params, batch.global_state, batch.obs)
-  value_clipped = batch.value + jnp.clip(value - batch.value, -value_clip_eps, value_clip_eps)
-  value_error = jnp.maximum(
-    jnp.square(value - batch.target), jnp.square(value_clipped - batch.target)
-  )
+  value_error = jnp.square(value - batch.target)
+  if value_clip_eps > 0:
+    value_clipped = batch.value + jnp.clip(value - batch.value, -value_clip_eps, value_clip_eps)
+    value_error = jnp.maximum(value_error, jnp.square(value_clipped - batch.target))
   value_loss = 0.5 * _masked_mean(value_error, batch.alive, alive_count)
 
   entropy = _masked_mean(pi.entropy(), batch.acting, acting_count)
