@@ -42,10 +42,11 @@ def test_train_policy_writes_the_comparison(vit_run, tmp_path, policy):
   out = train_policy.run(_policy_config(config, vit_dir, policy, 4), str(tmp_path))
   saved = json.loads((tmp_path / 'train_policy_results.json').read_text())
   names = [r['pruner'] for r in saved['records']]
-  fill = (
-    [f'{policy}+fill'] if policy == 'mappo' else []
-  )  # two_agent already fills its target capacity.
-  assert names == ['none', 'random@matched', 'cls_attention@matched', policy, *fill]
+  # The policy's own decisions (two_agent: its own votes) and its scores filling the capacities.
+  assert names == ['none', 'random@matched', 'cls_attention@matched', policy, f'{policy}+fill']
+  own, fill = saved['records'][3:]
+  assert all(k <= c for k, c in zip(own['tokens_per_layer'], own['capacities']))
+  assert fill['tokens_per_layer'] == pytest.approx(fill['capacities'])
   caps = saved['records'][0]['capacities']
   # Matched: the heuristics and the policy run the same per-layer capacities, hence the same GFLOPs.
   gflops = {r['pruner']: r['gflops'] for r in saved['records']}

@@ -135,12 +135,12 @@ def policy_records(
       ('cls_attention', pruning.pruners.cls_attention_score),
     )
   ]
-  # The policy's own per-image decisions leave part of each capacity masked; compact mode computes
-  # it anyway, so also report the policy's logits filling the capacity (same GFLOPs, more tokens).
-  named = [('none', None), *[(p.name, p) for p in matched], (learned.name, learned)]
-  if learned.threshold is not None:
-    filled = dataclasses.replace(learned, name=f'{learned.name}+fill', threshold=None)
-    named.append((filled.name, filled))
+  # Both deployments at the same capacities: the policy's own per-image decisions (threshold 0,
+  # part of each capacity left masked, which compact mode computes anyway) and its scores filling
+  # the capacity (same GFLOPs, more tokens). For two_agent the first are its own votes.
+  own = dataclasses.replace(learned, name=learned.name, threshold=0.0)
+  filled = dataclasses.replace(learned, name=f'{learned.name}+fill', threshold=None)
+  named = [('none', None), *[(p.name, p) for p in matched], (own.name, own), (filled.name, filled)]
   batches = common.split_batches(config, split)
   common.warm_up(batches)
   records = compare.compare_pruners(
