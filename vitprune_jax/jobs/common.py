@@ -23,6 +23,7 @@ from clu import metric_writers
 from vitprune_jax import models, parallel, pruning
 from vitprune_jax.data import input_pipeline
 from vitprune_jax.errors import UserError
+from vitprune_jax.evaluation import compare
 from vitprune_jax.models import vit
 
 matplotlib.use('Agg')
@@ -119,6 +120,37 @@ def heuristic(config: ml_collections.ConfigDict, name: str, vit_cfg: vit.ViTConf
   if name == 'none':
     return None
   return pruning.make_pruner(name, vit_cfg, r_max=config.prune.r_max, alpha=config.prune.alpha)
+
+
+def compare_on_split(
+  config: ml_collections.ConfigDict,
+  model: vit.VisionTransformer,
+  params: Any,
+  named: list[tuple[str, Any]],
+  split: str,
+  mesh: jax.sharding.Mesh,
+  *,
+  throughput_repeats: int,
+  warm: bool = True,
+) -> list[dict[str, Any]]:
+  """`compare.compare_pruners` on `split` with the config's execution and seed; records carry the
+  split. `warm`: one untimed pass over the split first (skip it when the split was just read)."""
+  batches = split_batches(config, split)
+  if warm:
+    warm_up(batches)
+  records = compare.compare_pruners(
+    model,
+    params,
+    named,
+    batches,
+    mesh=mesh,
+    execution=config.prune.execution,
+    rng=jax.random.PRNGKey(config.seed),
+    throughput_repeats=throughput_repeats,
+  )
+  for r in records:
+    r['split'] = split
+  return records
 
 
 def write_records(

@@ -64,20 +64,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   named = [
     (n, learned[n] if n in learned else common.heuristic(config, n, model.config)) for n in names
   ]
-  batches = common.split_batches(config, split)
-  common.warm_up(batches)
-  records = compare.compare_pruners(
-    model,
-    params,
-    named,
-    batches,
-    mesh=mesh,
-    execution=config.prune.execution,
-    rng=jax.random.PRNGKey(config.seed),
-    throughput_repeats=config.eval.throughput_repeats,
+  records = common.compare_on_split(
+    config, model, params, named, split, mesh, throughput_repeats=config.eval.throughput_repeats
   )
   for r, (n, _) in zip(records, named):
-    r['split'] = split
     if n in pruning.PRUNERS and n != 'none':
       r['r_max'], r['alpha'] = config.prune.r_max, config.prune.alpha
   summary = {

@@ -11,7 +11,6 @@ import itertools
 import os
 from typing import Any
 
-import jax
 import ml_collections
 
 from vitprune_jax import parallel, pruning
@@ -22,24 +21,16 @@ from vitprune_jax.jobs import common
 
 
 def _scored(config, model, params, names, split, mesh, r_max, alpha, repeats):
-  batches = common.split_batches(config, split)
   vit_cfg = model.config
   named = [
     (n, None if n == 'none' else pruning.make_pruner(n, vit_cfg, r_max=r_max, alpha=alpha))
     for n in names
   ]
-  records = compare.compare_pruners(
-    model,
-    params,
-    named,
-    batches,
-    mesh=mesh,
-    execution=config.prune.execution,
-    rng=jax.random.PRNGKey(config.seed),
-    throughput_repeats=repeats,
+  # The caller reads each split once untimed first (common.warm_up).
+  records = common.compare_on_split(
+    config, model, params, named, split, mesh, throughput_repeats=repeats, warm=False
   )
   for r, (n, _) in zip(records, named):
-    r['split'] = split
     if n != 'none':
       r['r_max'], r['alpha'] = r_max, alpha
   return records

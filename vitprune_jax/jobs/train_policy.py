@@ -141,20 +141,11 @@ def policy_records(
   own = dataclasses.replace(learned, name=learned.name, threshold=0.0)
   filled = dataclasses.replace(learned, name=f'{learned.name}+fill', threshold=None)
   named = [('none', None), *[(p.name, p) for p in matched], (own.name, own), (filled.name, filled)]
-  batches = common.split_batches(config, split)
-  common.warm_up(batches)
-  records = compare.compare_pruners(
-    model,
-    params,
-    named,
-    batches,
-    mesh=mesh,
-    execution=config.prune.execution,
-    rng=jax.random.PRNGKey(config.seed),
-    throughput_repeats=config.eval.throughput_repeats,
+  records = common.compare_on_split(
+    config, model, params, named, split, mesh, throughput_repeats=config.eval.throughput_repeats
   )
   for r in records:
-    r['split'], r['capacities'] = split, list(learned.budget)
+    r['capacities'] = list(learned.budget)
   return records
 
 
