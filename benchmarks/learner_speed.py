@@ -70,10 +70,10 @@ def fashion_mnist_vit() -> vit.ViTConfig:
 
 
 def pruning_setup(
-  config: ml_collections.ConfigDict, num_envs: int, key: jax.Array
+  config: ml_collections.ConfigDict, num_envs: int, key: jax.Array, action_mode: str = 'free'
 ) -> tuple[learner.EnvFns, dict[str, jax.Array], int]:
-  """The token-pruning env over a random-weight ViT and E random images; returns
-  (env, inputs, A)."""
+  """The token-pruning env over a random-weight ViT and E random images (budget mode: budgets
+  spread over `game.budget_range`); returns (env, inputs, A)."""
   cfg = fashion_mnist_vit()
   model_key, image_key, label_key = jax.random.split(key, 3)
   images = jax.random.normal(
@@ -90,8 +90,12 @@ def pruning_setup(
     efficiency_weight=g.efficiency_weight,
     points=tuple(g.pruning_points),
     accuracy_clip=g.accuracy_clip,
+    action_mode=action_mode,
   )
-  return env, {'image': images, 'label': labels}, cfg.num_tokens
+  inputs = {'image': images, 'label': labels}
+  if action_mode == 'budget':
+    inputs['budget'] = jax.numpy.linspace(*g.budget_range, num_envs)
+  return env, inputs, cfg.num_tokens
 
 
 def toy_setup(
@@ -253,6 +257,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   )
   parser.add_argument('--toy-features', type=int, default=8)
   parser.add_argument('--skip-toy', action='store_true', help='time only the pruning env')
+  parser.add_argument(
+    '--action-mode',
+    choices=pruning_env.ACTION_MODES,
+    default='free',
+    help='the pruning game: free (RL4EViT) or budget (a joint top-k draw per point)',
+  )
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument(
     '--json', default=None, metavar='PATH', help='also write every figure to this file'
@@ -279,9 +289,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   }
   setup_key, run_key = jax.random.split(pruning_key)
   result['pruning'] = bench(
-    config, *pruning_setup(config, args.num_envs, setup_key), args.updates, run_key
+    config,
+    *pruning_setup(config, args.num_envs, setup_key, args.action_mode),
+    args.updates,
+    run_key,
   )
-  print_report('pruning env, Fashion-MNIST ViT', result['pruning'])
+  print_report(f'pruning env ({args.action_mode} mode), Fashion-MNIST ViT', result['pruning'])
   if not args.skip_toy:
     setup_key, run_key = jax.random.split(toy_key)
     env_inputs_agents = toy_setup(

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One MAPPO update of the Fashion-MNIST pruning game, this checkout against an earlier commit,
-# timed back to back in rotated order (A B B A A B) on the same machine:
+# One MAPPO update of the Fashion-MNIST pruning game (free mode, the only one both have), this
+# checkout against an earlier commit, timed back to back in rotated order on the same machine,
+# with an A/A control (this checkout timed twice, as "new" and "new-again"):
 #   bash benchmarks/learner_speed_vs_commit.sh 687ce21 > results/learner_speed_vs_687ce21.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,10 @@ run() {  # $1 = label, $2 = checkout
     2>/dev/null | sed -n 's/^  update \([0-9.]*\) ms.*/\1/p' | sed "s/^/$1 /")
 }
 echo "# learner_speed.py --updates 10 --skip-toy: median ms per update; $base vs $(git rev-parse --short HEAD)+worktree"
-for label in old new new old old new; do
-  if [ "$label" = old ]; then run "$base" "$old"; else run new "$PWD"; fi
+for label in old new again new again old again old new; do
+  case "$label" in
+    old) run "$base" "$old" ;;
+    new) run new "$PWD" ;;
+    again) run new-again "$PWD" ;;
+  esac
 done

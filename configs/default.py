@@ -120,15 +120,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.ppo.gamma = 0.99  # Discount per pruning point.
   config.ppo.gae_lambda = 0.95  # GAE lambda.
   config.ppo.clip_eps = 0.2  # PPO ratio clip.
-  config.ppo.value_clip_eps = 0.2  # Value clip around the rollout's values; 0 = no clip.
+  # Value clip around the rollout's values; 0 = none (the clip is absolute and the returns are
+  # unnormalised log-probability changes of up to accuracy_clip, so a 0.2 clip slows the critic).
+  config.ppo.value_clip_eps = 0.0
   config.ppo.entropy_coef = 0.01  # Weight of the entropy bonus.
   config.ppo.value_coef = 0.5  # Weight of the value loss.
   config.ppo.max_grad_norm = 1.0  # Global-norm clip of each network's gradients.
   config.ppo.update_epochs = 4  # PPO epochs over each rollout.
-  config.ppo.num_minibatches = 4  # Minibatches per PPO epoch, over all (env, step, agent) samples.
+  config.ppo.num_minibatches = 4  # Minibatches per PPO epoch, over the (step, env) units.
   config.ppo.hidden_size = 64  # Width of the actor's and the critic's MLPs (two hidden layers).
   config.ppo.normalize_advantages = True  # Standardise advantages over the acting samples.
-  config.ppo.num_envs = 64  # Images (episodes) per update, global.
+  config.ppo.num_envs = 64  # Images per update, global.
+  # Plays of each image per update (K > 1: leave-one-out advantages over the K plays, episodes =
+  # num_envs * K); 1 = GAE with the critic's values.
+  config.ppo.rollouts_per_input = 1
   config.ppo.num_updates = 200  # Updates in the run.
   config.ppo.log_every_steps = 10  # Metrics cadence, in updates.
   config.ppo.checkpoint_every_steps = 50  # Checkpoint cadence, in updates.
@@ -145,6 +150,14 @@ def get_config() -> ml_collections.ConfigDict:
   # ...and lambda in reward = accuracy - lambda * |achieved - target|.
   config.game.ratio_penalty = 2.0
   config.game.two_agent_point = 0  # two_agent: the block after which both agents vote.
+  # mappo: free (RL4EViT: each token decides alone) | budget (the tokens jointly keep exactly k_t
+  # at point t, a Gumbel-top-k draw; no efficiency reward: the budget fixes the compute).
+  config.game.action_mode = 'free'
+  # budget mode: k_t = floor(P * b^(t+1)) (geometric) | seed 002's schedule with r_max = b
+  # (cls_attention, exponent `budget_alpha`), for a budget b drawn per image from `budget_range`.
+  config.game.budget_schedule = 'geometric'
+  config.game.budget_alpha = 1.0  # budget mode, cls_attention schedule: its alpha.
+  config.game.budget_range = (0.6, 0.9)  # budget mode: the range b is drawn from in training.
 
   # A learned policy at inference (compact mode needs a static capacity per layer).
   config.deploy = ml_collections.ConfigDict()
@@ -154,6 +167,11 @@ def get_config() -> ml_collections.ConfigDict:
   # decision.
   config.deploy.capacity_quantile = 0.9
   config.deploy.capacity_bucket = 4  # Capacities are multiples of this many tokens.
+  # budget mode: the budgets b the policy is deployed and compared at (one row each), and the
+  # one its checkpoints are selected at on validation (into best/; free mode keeps the last).
+  config.deploy.budgets = (0.75,)
+  # Seeds of the random baseline at each learned pruner's exact capacities (mean and 95 % CI).
+  config.deploy.random_seeds = 5
 
   # mode=finetune: the ViT learns with a frozen policy pruning in the loop (RL4EViT's second phase).
   config.finetune = ml_collections.ConfigDict()

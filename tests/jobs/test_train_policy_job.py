@@ -42,9 +42,14 @@ def test_train_policy_writes_the_comparison(vit_run, tmp_path, policy):
   out = train_policy.run(_policy_config(config, vit_dir, policy, 4), str(tmp_path))
   saved = json.loads((tmp_path / 'train_policy_results.json').read_text())
   names = [r['pruner'] for r in saved['records']]
-  # The policy's own decisions (two_agent: its own votes) and its scores filling the capacities.
-  assert names == ['none', 'random@matched', 'cls_attention@matched', policy, f'{policy}+fill']
-  own, fill = saved['records'][3:]
+  # mappo: its own decisions and its scores filling the capacities; two_agent: deployed filled,
+  # and its own votes.
+  variants = [policy, f'{policy}+fill'] if policy == 'mappo' else [policy, f'{policy} (own votes)']
+  assert names == ['none', 'random@matched', 'cls_attention@matched'] + variants
+  random_record = saved['records'][1]
+  assert random_record['seeds'] == 5 and len(random_record['accuracy_seeds']) == 5
+  assert random_record['accuracy'] == pytest.approx(np.mean(random_record['accuracy_seeds']))
+  fill, own = saved['records'][3:] if policy == 'two_agent' else saved['records'][3:][::-1]
   assert all(k <= c for k, c in zip(own['tokens_per_layer'], own['capacities']))
   assert fill['tokens_per_layer'] == pytest.approx(fill['capacities'])
   caps = saved['records'][0]['capacities']
@@ -55,6 +60,31 @@ def test_train_policy_writes_the_comparison(vit_run, tmp_path, policy):
   if policy == 'two_agent':  # Target 0.5 of 16 patches after block 0: 1 + 8 tokens from then on.
     assert caps == [9, 9]
   assert out['updates'] == 4 and os.listdir(tmp_path / 'policy' / 'checkpoints')
+
+
+@pytest.mark.slow
+def test_budget_mode_deploys_each_budget_and_keeps_the_best_on_validation(vit_run, tmp_path):
+  config, vit_dir = vit_run
+  c = _policy_config(config, vit_dir, 'mappo', 4)
+  c.game.action_mode = 'budget'
+  c.game.budget_range = (0.4, 0.9)
+  c.deploy.budgets = (0.5, 0.75)
+  c.deploy.random_seeds = 3
+  out = train_policy.run(c, str(tmp_path))
+  names = [r['pruner'] for r in out['records']]
+  assert names == ['none'] + [
+    f'{n}@b={b}'
+    for b in ('0.5', '0.75')
+    for n in ('random@matched', 'cls_attention@matched', 'mappo')
+  ]
+  # 16 patches, the point after block 0: floor(16 * b) patches + CLS, and exactly that many run.
+  for record, tokens in zip(out['records'][3::3], (9, 13)):
+    assert record['capacities'] == [tokens, tokens]
+    assert record['tokens_per_layer'] == pytest.approx([tokens, tokens])
+  assert out['records'][1]['seeds'] == 3
+  # Checkpoints at updates 2 and 4 were scored on validation; the best is the one deployed.
+  best = checkpoints.Checkpointer(str(tmp_path / 'policy'), read_only=True).best
+  assert out['deployed_update'] == best.best_step() in (2, 4)
 
 
 @pytest.mark.slow

@@ -195,14 +195,19 @@ def test_update_is_deterministic_in_its_key():
   assert not np.allclose(first, other)
 
 
-def test_minibatches_that_do_not_divide_the_samples_are_padded():
-  """T*A = 3*4 = 12 samples per env into 5 minibatches: padded to 15 with dead samples."""
+def test_minibatches_take_whole_groups_of_envs():
+  """T = 3 steps into 5 minibatches: groups of 5 envs (15 units, 3 per minibatch); 4 envs do not
+  form a group, and say what to change."""
+  assert learner.shuffle_group(3, 5) == 5 and learner.shuffle_group(5, 4) == 4
+  assert learner.shuffle_group(4, 4) == 1 and learner.shuffle_group(6, 4) == 2
   ppo = learner.PPOConfig(num_minibatches=5)
-  env, actor, critic, state = _setup(ppo, num_envs=4, num_agents=4)
+  env, actor, critic, state = _setup(ppo, num_envs=5, num_agents=4)
   update = jax.jit(learner.make_update(ppo, env, actor, critic))
-  inputs = toy_env.make_toy_inputs(jax.random.PRNGKey(0), 4, 4, 4)
+  inputs = toy_env.make_toy_inputs(jax.random.PRNGKey(0), 5, 4, 4)
   _, metrics = update(state, inputs, jax.random.PRNGKey(0))
   assert np.isfinite(float(metrics['total_loss']))
+  with pytest.raises(ValueError, match='use a multiple of 5 envs per device'):
+    update(state, toy_env.make_toy_inputs(jax.random.PRNGKey(0), 4, 4, 4), jax.random.PRNGKey(0))
 
 
 def _two_updates(mesh):
@@ -235,7 +240,7 @@ def test_eight_devices_match_one_device():
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(b, a, atol=1e-5), one, eight)
 
 
-def _sharded_pruning_update(mesh):
+def _sharded_pruning_update(mesh, action_mode='free'):
   """One data-parallel update (shard_map) of the token-pruning game on a random 2-block ViT."""
   vit_cfg = vit.ViTConfig(
     num_classes=10,
@@ -252,10 +257,12 @@ def _sharded_pruning_update(mesh):
   params = model.init(jax.random.PRNGKey(0), images[:1])['params']
   head = dict(kernel=jax.random.normal(jax.random.PRNGKey(2), (16, 10)), bias=jnp.zeros(10))
   params = dict(params, head=head)
-  env = pruning_env.make_env(model, params, accuracy_weight=1.0, efficiency_weight=0.1)
-  inputs = {'image': images, 'label': jnp.arange(16) % 10}
+  env = pruning_env.make_env(
+    model, params, accuracy_weight=1.0, efficiency_weight=0.1, action_mode=action_mode
+  )
+  inputs = {'image': images, 'label': jnp.arange(16) % 10, 'budget': jnp.linspace(0.3, 0.9, 16)}
   actor, critic = networks.Actor(16), networks.Critic(16)
-  ppo = learner.PPOConfig(num_minibatches=3)  # 17 agents x 1 point: padded to 18 per env.
+  ppo = learner.PPOConfig(num_minibatches=2)  # 1 point: groups of 2 envs, 2 per device.
   _, sample_obs = env.reset(jax.random.PRNGKey(0), inputs)
   state = jax.jit(
     lambda k: learner.init_learner(k, ppo, actor, critic, sample_obs),
@@ -268,12 +275,18 @@ def _sharded_pruning_update(mesh):
   return jax.device_get((state.actor_params, state.critic_params, metrics)) + (before,)
 
 
-def test_the_data_parallel_update_of_the_pruning_game_matches_one_device():
+@pytest.mark.parametrize('action_mode', ['free', 'budget'])
+def test_the_data_parallel_update_of_the_pruning_game_matches_one_device(action_mode):
   """Every device shuffles and steps through its own envs; only sums and gradients cross."""
-  one = _sharded_pruning_update(parallel.make_mesh(jax.devices()[:1]))
-  eight = _sharded_pruning_update(parallel.make_mesh(jax.devices()))[:3]
+  one = _sharded_pruning_update(parallel.make_mesh(jax.devices()[:1]), action_mode)
+  eight = _sharded_pruning_update(parallel.make_mesh(jax.devices()), action_mode)[:3]
   assert one[2]['kept_fraction'] == pytest.approx(eight[2]['kept_fraction'], abs=1e-6)
-  assert 0.3 < one[2]['kept_fraction'] < 0.7  # The initial policy keeps about half.
+  # Free: the initial policy keeps about half; budget: floor(16 b) of 16 for b in 0.3..0.9.
+  expected = np.mean(np.floor(16 * np.linspace(0.3, 0.9, 16) + 1e-4)) / 16
+  if action_mode == 'free':
+    assert 0.3 < one[2]['kept_fraction'] < 0.7
+  else:
+    assert one[2]['kept_fraction'] == pytest.approx(expected, abs=1e-6)
   jax.tree_util.tree_map(
     lambda a, b: np.testing.assert_allclose(b, a, atol=1e-5), one[:2], eight[:2]
   )
@@ -284,14 +297,17 @@ def test_the_data_parallel_update_of_the_pruning_game_matches_one_device():
   assert max(jax.tree_util.tree_leaves(moved)) > 1e-4
 
 
-def test_padded_minibatches_are_stratified_by_env_and_cover_every_sample():
-  """T*A = 5 samples per env, 2 minibatches: padded to 6, each minibatch 3 of every env's."""
-  t, e, a = 1, 2, 5
-  ids = jnp.arange(t * e * a, dtype=jnp.float32).reshape(t, e, a)
+def test_minibatches_are_units_shuffled_within_groups_of_envs():
+  """T = 3, E = 4, A = 2, 2 minibatches: groups of 2 envs (6 units each); each minibatch holds 3
+  units of group 0 (envs 0-1), then 3 of group 1 (envs 2-3), every unit's agents together."""
+  t, e, a = 3, 4, 2
+  unit = 10 * jnp.arange(t)[:, None] + jnp.arange(e)[None, :]  # 10 * step + env.
+  ids = jnp.broadcast_to(unit[..., None], (t, e, a)).astype(jnp.float32)
+  ids = ids + jnp.arange(a) / 10  # Agent j of a unit: + j / 10.
   ones = jnp.ones((t, e, a))
   transitions = learner.Transition(
     obs=ids[..., None],
-    global_state=jnp.zeros((t, e, 1)),
+    global_state=unit[..., None].astype(jnp.float32),
     action=ones.astype(jnp.int32),
     log_prob=ids,
     value=ids,
@@ -299,17 +315,24 @@ def test_padded_minibatches_are_stratified_by_env_and_cover_every_sample():
     alive=ones,
     done=ones,
     acting=ones,
+    candidates=ones,
   )
   batch = learner._shuffled_minibatches(
-    jax.random.PRNGKey(0), transitions, ids, ids, 2, jnp.arange(e)
+    jax.random.PRNGKey(0), transitions, ids, ids, 2, jnp.arange(e), top_k=True
   )
-  assert batch.obs.shape == (2, 6, 1)
-  for m in range(2):  # 3 slots of env 0 (ids 0-4), then 3 of env 1 (ids 5-9); padding is dead.
-    env0, env1 = batch.advantage[m, :3], batch.advantage[m, 3:]
-    assert all(v < 5 or not al for v, al in zip(env0, batch.alive[m, :3]))
-    assert all(v >= 5 or not al for v, al in zip(env1, batch.alive[m, 3:]))
-  real = sorted(float(v) for v, al in zip(batch.advantage.ravel(), batch.alive.ravel()) if al)
-  assert real == list(range(10)) and float(batch.alive.sum()) == 10
+  assert batch.obs.shape == (2, 6, 2, 1) and batch.global_state.shape == (2, 6, 1)
+  assert batch.candidates.shape == (2, 6, 2)
+  adv = np.asarray(batch.advantage)
+  np.testing.assert_allclose(adv[..., 1] - adv[..., 0], 0.1, atol=1e-6)  # Agents together.
+  np.testing.assert_allclose(adv[..., 0], np.asarray(batch.global_state[..., 0]))
+  envs = adv[..., 0].astype(int) % 10
+  assert set(envs[:, :3].ravel()) <= {0, 1} and set(envs[:, 3:].ravel()) <= {2, 3}
+  assert sorted(adv[..., 0].astype(int).ravel()) == sorted(np.asarray(unit).ravel())
+  free = learner._shuffled_minibatches(
+    jax.random.PRNGKey(0), transitions, ids, ids, 2, jnp.arange(e), top_k=False
+  )
+  assert free.candidates is None
+  np.testing.assert_array_equal(free.advantage, batch.advantage)
 
 
 def test_value_clip_zero_is_a_plain_squared_error():
@@ -361,3 +384,131 @@ def test_gae_carries_a_final_reward_back_through_steps_without_decisions():
   alive = jnp.ones((3, 1, 1))
   adv, _ = learner.compute_gae(reward, value, done, alive, gamma=1.0, lam=1.0)
   np.testing.assert_allclose(adv[:, 0, 0], [1.0, 1.0, 1.0])
+
+
+def test_plackett_luce_terms_hand_example():
+  """Candidates 0-2 with weights 1, 2, 3 (logits their logs); agent 3 is not a candidate. Draw
+  agent 2 first (3/6), then agent 0 (1 of the remaining 1 + 2): P = 1/2 * 1/3."""
+  logits = jnp.log(jnp.array([1.0, 2.0, 3.0, 100.0]))
+  rank = jnp.array([2, 0, 1, 0])
+  candidates = jnp.array([1.0, 1.0, 1.0, 0.0])
+  terms = learner.plackett_luce_terms(logits, rank, candidates)
+  np.testing.assert_allclose(terms, [math.log(1 / 3), 0.0, math.log(1 / 2), 0.0], rtol=1e-6)
+
+
+def test_plackett_luce_probabilities_of_every_ordered_draw_sum_to_one():
+  """All 4 * 3 = 12 ordered draws of 2 among 4 candidates (a fifth agent is not one)."""
+  logits = jnp.array([0.3, -1.2, 2.0, 0.5, 4.0])
+  candidates = jnp.array([1.0, 1.0, 1.0, 1.0, 0.0])
+  total = 0.0
+  for first in range(4):
+    for second in range(4):
+      if first != second:
+        rank = jnp.zeros(5, jnp.int32).at[first].set(1).at[second].set(2)
+        total += math.exp(float(jnp.sum(learner.plackett_luce_terms(logits, rank, candidates))))
+  assert total == pytest.approx(1.0, abs=1e-5)
+
+
+def test_gumbel_top_k_draws_k_candidates_with_plackett_luce_frequencies():
+  """First draws follow softmax(logits) over the candidates; exactly k are drawn, never a
+  non-candidate; the entropy is that of the first draw."""
+  logits = jnp.array([0.0, 1.0, 2.0, 5.0])
+  candidates = jnp.array([1.0, 1.0, 1.0, 0.0])
+  keys = jax.random.split(jax.random.PRNGKey(0), 20000)
+  ranks = jax.vmap(lambda key: learner.sample_top_k(key, logits, candidates, 2))(keys)
+  assert bool(jnp.all(jnp.sum(ranks > 0, -1) == 2)) and bool(jnp.all(ranks[:, 3] == 0))
+  first = np.bincount(np.argmax(np.asarray(ranks) == 1, axis=-1), minlength=4) / 20000
+  p = np.exp([0.0, 1.0, 2.0]) / np.exp([0.0, 1.0, 2.0]).sum()
+  np.testing.assert_allclose(first[:3], p, atol=0.01)
+  entropy = float(learner.first_draw_entropy(logits, candidates))
+  assert entropy == pytest.approx(float(-np.sum(p * np.log(p))), abs=1e-6)
+
+
+def test_top_k_policy_loss_at_ratio_one_is_the_joint_policy_gradient():
+  """One unit, advantage 2 for both kept agents: d(policy loss)/d(logits) = -2/2 * d log P(order).
+  Zero entropy and value weights isolate the policy term."""
+  logits = jnp.array([0.5, -0.3, 1.2, 0.1])
+  rank = jnp.array([0, 2, 1, 0], jnp.int32)
+  candidates = jnp.ones(4)
+
+  class Logits(nn.Module):
+    @nn.compact
+    def __call__(self, obs):
+      return obs[..., 0] + self.param('shift', nn.initializers.zeros, (4,))
+
+  terms = learner.plackett_luce_terms(logits, rank, candidates)
+  batch = learner.Batch(
+    obs=logits[None, :, None],
+    global_state=jnp.zeros((1, 1)),
+    action=rank[None],
+    log_prob=terms[None],
+    value=jnp.zeros((1, 4)),
+    advantage=jnp.full((1, 4), 2.0),
+    target=jnp.zeros((1, 4)),
+    alive=jnp.ones((1, 4)),
+    acting=(rank > 0).astype(jnp.float32)[None],
+    candidates=candidates[None],
+  )
+  coefs = dict(clip_eps=0.2, value_clip_eps=0.0, value_coef=0.0, entropy_coef=0.0)
+  grad = jax.grad(lambda p: learner.ppo_loss(p, {}, batch, Logits(), _FixedCritic(), **coefs)[0])(
+    {'params': {'shift': jnp.zeros(4)}}
+  )['params']['shift']
+  joint = jax.grad(lambda s: jnp.sum(learner.plackett_luce_terms(s, rank, candidates)))(logits)
+  np.testing.assert_allclose(grad, -joint, rtol=1e-5, atol=1e-6)
+
+
+def test_top_k_agents_learn_a_shared_team_reward():
+  """8 agents keep 3 jointly, rewarded together with the share of 1-bits kept: random earns 0.5,
+  the best choice 0.9388; after 60 updates the greedy choice (top-3 logits) is near it."""
+  ppo = learner.PPOConfig(actor_lr=3e-3, entropy_coef=0.0)
+  env = toy_env.make_team_env(8, 4, 3)
+  actor, critic = networks.Actor(32), networks.Critic(32)
+  inputs = toy_env.make_toy_inputs(jax.random.PRNGKey(0), 32, 8, 4)
+  _, sample_obs = env.reset(jax.random.PRNGKey(1), inputs)
+  state = learner.init_learner(jax.random.PRNGKey(2), ppo, actor, critic, sample_obs)
+  update = jax.jit(learner.make_update(ppo, env, actor, critic), donate_argnums=0)
+  key = jax.random.PRNGKey(3)
+  returns = []
+  for _ in range(60):
+    key, inputs_key, update_key = jax.random.split(key, 3)
+    state, metrics = update(state, toy_env.make_toy_inputs(inputs_key, 32, 8, 4), update_key)
+    returns.append(float(metrics['episode_return']) / 8)
+  assert np.mean(returns[:3]) < 0.65  # It starts near random.
+  _, obs = env.reset(jax.random.PRNGKey(4), toy_env.make_toy_inputs(key, 2048, 8, 4))
+  greedy = jax.lax.top_k(actor.apply(state.actor_params, obs.obs), 3)[1]
+  bits = jnp.take_along_axis((obs.obs[..., 0] > 0).astype(jnp.float32), greedy, axis=-1)
+  optimum = toy_env.optimal_team_return(8, 3)
+  # P(#ones >= 3) = 219/256 pays 1; 28/256 pay 2/3, 8/256 pay 1/3, 1/256 pays 0.
+  assert optimum == pytest.approx((219 + 28 * 2 / 3 + 8 / 3) / 256, abs=1e-9)
+  assert float(jnp.mean(jnp.sum(bits, -1) / 3)) >= optimum - 0.02
+
+
+def test_leave_one_out_advantages_by_hand():
+  """One step, 2 inputs x K = 3 plays, 1 agent: returns 1, 2, 6 and 0, 0, 3; each minus the mean
+  of the input's other two plays: 1 - 4, 2 - 3.5, 6 - 1.5 and 0 - 1.5, 0 - 1.5, 3 - 0. A dead slot
+  gets 0."""
+  reward = jnp.array([1.0, 2.0, 6.0, 0.0, 0.0, 3.0]).reshape(1, 6, 1)
+  alive = jnp.ones((1, 6, 1)).at[0, 4, 0].set(0.0)
+  advantages = learner.leave_one_out_advantages(reward, jnp.ones_like(reward), alive, 0.9, 3)
+  np.testing.assert_allclose(advantages[0, :, 0], [-3.0, -1.5, 4.5, -1.5, 0.0, 3.0])
+
+
+def test_several_plays_per_input_learn_the_team_game():
+  """K = 4 plays of 8 inputs per update with leave-one-out advantages: the same team game as
+  above is learned to within 0.03 of its optimum."""
+  ppo = learner.PPOConfig(actor_lr=3e-3, entropy_coef=0.0, rollouts_per_input=4)
+  env = toy_env.make_team_env(8, 4, 3)
+  actor, critic = networks.Actor(32), networks.Critic(32)
+  _, sample_obs = env.reset(
+    jax.random.PRNGKey(1), toy_env.make_toy_inputs(jax.random.PRNGKey(0), 8, 8, 4)
+  )
+  state = learner.init_learner(jax.random.PRNGKey(2), ppo, actor, critic, sample_obs)
+  update = jax.jit(learner.make_update(ppo, env, actor, critic), donate_argnums=0)
+  key = jax.random.PRNGKey(3)
+  for _ in range(60):
+    key, inputs_key, update_key = jax.random.split(key, 3)
+    state, metrics = update(state, toy_env.make_toy_inputs(inputs_key, 8, 8, 4), update_key)
+  _, obs = env.reset(jax.random.PRNGKey(4), toy_env.make_toy_inputs(key, 2048, 8, 4))
+  greedy = jax.lax.top_k(actor.apply(state.actor_params, obs.obs), 3)[1]
+  bits = jnp.take_along_axis((obs.obs[..., 0] > 0).astype(jnp.float32), greedy, axis=-1)
+  assert float(jnp.mean(jnp.sum(bits, -1) / 3)) >= toy_env.optimal_team_return(8, 3) - 0.03

@@ -244,3 +244,36 @@ def test_load_policy_rejects_a_foreign_checkpoint(setup, tmp_path):
   ckpt.close()
   with pytest.raises(checkpoints.CheckpointError, match='does not hold a policy'):
     policies.load_policy(str(tmp_path), model, params, parallel.make_mesh())
+
+
+def test_budget_mode_deploys_top_k_of_its_logits_at_the_budget(setup):
+  """Budget 0.5 on 16 patches, points after blocks 0 and 1: 1 + 8 then 1 + 4 tokens, filled by
+  the actor's logits; in compact mode it keeps exactly the tokens the env's greedy top-k keeps."""
+  model, params, inputs = setup
+  spec = policies.make_spec('mappo', CFG, hidden_size=8, action_mode='budget')
+  assert policies.budget_counts(CFG, spec, 0.5) == (8, 4)
+  assert policies.budget_capacities(CFG, spec, 0.5) == (9, 5, 5)
+  actor, _ = policies.make_networks(spec)
+  env = policies.make_env(model, params, spec)
+  state, obs = env.reset(jax.random.PRNGKey(0), dict(inputs, budget=jnp.full((4,), 0.5)))
+  actor_params = actor.init(jax.random.PRNGKey(3), obs.obs)
+  actor_params = jax.tree_util.tree_map(lambda x: x * 300.0, actor_params)
+  for _ in range(env.num_steps):  # Greedy: rank the top-k logits among the deciding tokens.
+    logits = jnp.where(obs.acting > 0, actor.apply(actor_params, obs.obs), -jnp.inf)
+    position = jnp.argsort(jnp.argsort(-logits, axis=-1), axis=-1)
+    ranks = jnp.where(position < obs.choose[:, None], position + 1, 0).astype(jnp.int32)
+    state, obs, _, _ = env.step(jax.random.PRNGKey(0), state, ranks)
+  assert policies.probe_pruner(spec, CFG, actor, actor_params) is None
+  deployed = policies.deployed_pruner(
+    spec, CFG, actor, actor_params, quantile=0.9, bucket=4, budget=0.5
+  )
+  assert (deployed.budget, deployed.threshold) == ((9, 5, 5), None)
+  selector = pruning.make_selector(deployed, execution='mask')
+  _, aux = model.apply({'params': params}, inputs['image'], token_selector=selector)
+  np.testing.assert_array_equal(aux.keep_mask, state.keep)
+  with pytest.raises(ValueError, match='budget='):
+    policies.deployed_pruner(spec, CFG, actor, actor_params, quantile=0.9, bucket=4)
+  with pytest.raises(UserError, match="'two_agent' has no budget mode"):
+    policies.make_spec('two_agent', CFG, action_mode='budget')
+  with pytest.raises(UserError, match='budget_range'):
+    policies.make_spec('mappo', CFG, action_mode='budget', budget_range=(0.9, 0.6))

@@ -184,3 +184,48 @@ def test_each_step_runs_only_its_own_segment(setup):
   state2, obs2, reward2, _ = jax.jit(env.step)(jax.random.PRNGKey(0), state, actions)
   np.testing.assert_allclose(obs2.obs, obs1.obs, rtol=1e-6, atol=1e-6)
   np.testing.assert_array_equal(state2.t, state1.t)
+
+
+def test_budget_counts_by_hand():
+  """49 patches, b = 0.7: floor(49 * 0.7^(t+1)) = 34, 24, 16, 11, 8 (34.3, 24.01, 16.807, 11.76,
+  8.24). cls_attention with r_max = 0.6, alpha = 2 is seed 002's schedule read at the points: 49
+  patches through 6 blocks leave 48, 44, 37, 27, 15, 6 (pruning.schedules.tokens_per_layer)."""
+  cfg = CFG.__class__(**{**CFG.__dict__, 'image_size': 28, 'patch_size': 4, 'num_layers': 6})
+  assert cfg.num_patches == 49
+  points = (0, 1, 2, 3, 4)
+  geometric = pruning_env.budget_counts(cfg, points, 'geometric', 0.7)
+  np.testing.assert_array_equal(geometric, [34, 24, 16, 11, 8])
+  cls = pruning_env.budget_counts(cfg, (1, 3, 4), 'cls_attention', 0.6, alpha=2.0)
+  np.testing.assert_array_equal(cls, [44, 27, 15])
+  np.testing.assert_array_equal(pruning_env.budget_counts(cfg, points, 'geometric', 1.0), [49] * 5)
+  # A traced per-image budget gives the same counts.
+  traced = jax.jit(jax.vmap(lambda b: pruning_env.budget_counts(cfg, points, 'geometric', b)))
+  np.testing.assert_array_equal(traced(jnp.array([0.7, 1.0]))[0], geometric)
+  with pytest.raises(ValueError, match=r'must be in \(0, 1\]'):
+    pruning_env.check_budget('geometric', 0.0)
+
+
+def test_budget_mode_keeps_exactly_k_and_shows_the_targets(setup):
+  """16 patches, points after blocks 0 and 1, budgets 0.5 and 0.75 per image: keep 8 then 4, and
+  12 then 9; the agents see k_t / 16 and k_(t+1) / 16, and `choose` is k_t."""
+  model, params, inputs = setup
+  env = pruning_env.make_env(
+    model, params, accuracy_weight=1.0, efficiency_weight=0.5, action_mode='budget'
+  )
+  inputs = dict(inputs, budget=jnp.array([0.5, 0.75, 0.5, 0.75]))
+  state, obs = env.reset(jax.random.PRNGKey(0), inputs)
+  assert obs.obs.shape[-1] == pruning_env.num_features(CFG, 'budget') == CFG.hidden_size + 8
+  np.testing.assert_array_equal(obs.choose, [8, 12, 8, 12])
+  np.testing.assert_allclose(obs.obs[:, 1, -2:], [[0.5, 0.25], [0.75, 9 / 16]] * 2)
+  np.testing.assert_allclose(obs.global_state[:, -2:], [[0.5, 0.25], [0.75, 9 / 16]] * 2)
+  kept = []
+  for _ in range(env.num_steps):  # Ranks of the first `choose` deciding tokens.
+    order = jnp.cumsum(obs.acting, axis=-1) * obs.acting
+    ranks = jnp.where(order <= obs.choose[:, None], order, 0).astype(jnp.int32)
+    state, obs, reward, _ = env.step(jax.random.PRNGKey(0), state, ranks)
+    kept.append(np.asarray(jnp.sum(state.keep[:, 1:], -1)))
+  np.testing.assert_array_equal(kept, [[8, 12, 8, 12], [4, 9, 4, 9]])
+  # No efficiency reward in budget mode: the last step's reward is the shared accuracy term only.
+  np.testing.assert_allclose(reward[:, 1:], jnp.broadcast_to(reward[:, 1:2], reward[:, 1:].shape))
+  with pytest.raises(ValueError, match="inputs\\['budget'\\]"):
+    env.reset(jax.random.PRNGKey(0), {'image': inputs['image'], 'label': inputs['label']})

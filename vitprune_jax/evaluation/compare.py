@@ -15,6 +15,7 @@ from typing import Any, Optional
 import jax
 import numpy as np
 from absl import logging
+from scipy import stats
 
 from vitprune_jax import parallel, pruning
 from vitprune_jax.evaluation import evaluate
@@ -152,6 +153,22 @@ def compare_pruners(
   return records
 
 
+def mean_over_seeds(records: Sequence[dict[str, Any]], name: str) -> dict[str, Any]:
+  """One record of a stochastic pruner run with several seeds (same capacities): the mean of the
+  accuracy, macro-F1 and loss, the 95 % Student-t confidence half-width of the mean accuracy
+  (`accuracy_ci95`, 0 for one seed), the per-seed accuracies, and the rest from the first seed."""
+  accuracies = np.asarray([r['accuracy'] for r in records], np.float64)
+  n = len(accuracies)
+  half = 0.0
+  if n > 1:
+    half = float(stats.t.ppf(0.975, n - 1) * accuracies.std(ddof=1) / np.sqrt(n))
+  merged = dict(records[0], pruner=name)
+  for key in ('accuracy', 'macro_f1', 'loss'):
+    merged[key] = float(np.mean([r[key] for r in records]))
+  merged.update(accuracy_ci95=half, accuracy_seeds=[float(a) for a in accuracies], seeds=n)
+  return merged
+
+
 def markdown_table(records: Sequence[dict[str, Any]], title: str) -> str:
   """The records as a Markdown table under a `### title` line ('-' for what a record lacks)."""
   lines = [
@@ -168,8 +185,11 @@ def markdown_table(records: Sequence[dict[str, Any]], title: str) -> str:
     tokens = ', '.join(f'{t:g}' for t in r['tokens_per_layer'])
     r_max = r['r_max'] if r['r_max'] is not None else '-'
     alpha = r['alpha'] if r['alpha'] is not None else '-'
+    accuracy = f'{100 * r["accuracy"]:.2f}'
+    if r.get('seeds', 1) > 1:
+      accuracy += f' ± {100 * r["accuracy_ci95"]:.2f} ({r["seeds"]} seeds)'
     lines.append(
-      f'| {r["pruner"]} | {r_max} | {alpha} | {100 * r["accuracy"]:.2f} | '
+      f'| {r["pruner"]} | {r_max} | {alpha} | {accuracy} | '
       f'{r["macro_f1"]:.4f} | {r["gflops"]:.4f} | {r["gflops_ratio"]:.2f} | {ips} | '
       f'{speedup} | {r["eval_time_s"]:.1f} | {tokens} |'
     )

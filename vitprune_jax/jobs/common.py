@@ -11,7 +11,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import matplotlib
@@ -132,9 +132,11 @@ def compare_on_split(
   *,
   throughput_repeats: int,
   warm: bool = True,
+  seed: Optional[int] = None,
 ) -> list[dict[str, Any]]:
-  """`compare.compare_pruners` on `split` with the config's execution and seed; records carry the
-  split. `warm`: one untimed pass over the split first (skip it when the split was just read)."""
+  """`compare.compare_pruners` on `split` with the config's execution and seed (or `seed`);
+  records carry the split. `warm`: one untimed pass over the split first (skip it when the split
+  was just read)."""
   batches = split_batches(config, split)
   if warm:
     warm_up(batches)
@@ -145,7 +147,7 @@ def compare_on_split(
     batches,
     mesh=mesh,
     execution=config.prune.execution,
-    rng=jax.random.PRNGKey(config.seed),
+    rng=jax.random.PRNGKey(config.seed if seed is None else seed),
     throughput_repeats=throughput_repeats,
   )
   for r in records:

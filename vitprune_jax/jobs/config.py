@@ -208,6 +208,7 @@ CHECKS = {
   'ppo.num_minibatches': _int_at_least(1),
   'ppo.hidden_size': _int_at_least(1),
   'ppo.num_envs': _int_at_least(1),
+  'ppo.rollouts_per_input': _int_at_least(1),
   'ppo.num_updates': _int_at_least(0),
   'ppo.log_every_steps': _int_at_least(1),
   'ppo.checkpoint_every_steps': _int_at_least(1),
@@ -217,8 +218,14 @@ CHECKS = {
   'game.target_prune_ratio': _in_range(0.0, 1.0, hi_open=True),
   'game.ratio_penalty': _non_negative,
   'game.two_agent_point': _int_at_least(0),
+  'game.action_mode': _choice('free', 'budget'),
+  'game.budget_schedule': _choice('geometric', 'cls_attention'),
+  'game.budget_alpha': _positive,
+  'game.budget_range': _numbers(_in_range(0.0, 1.0)),
   'deploy.capacity_quantile': _in_range(0.0, 1.0, lo_open=True),
   'deploy.capacity_bucket': _int_at_least(1),
+  'deploy.budgets': _numbers(_in_range(0.0, 1.0)),
+  'deploy.random_seeds': _int_at_least(1),
   'finetune.train_on': _choice('policy', 'deployed'),
 }
 

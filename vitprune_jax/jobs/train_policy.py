@@ -2,16 +2,18 @@
 
 Set-up (the ViT from `init.vit_dir`, the game of `game.policy`, the networks), restore-or-init the
 policy from `<workdir>/policy`, one flat loop of jitted MAPPO updates (each: a rollout over a batch
-of training images, GAE, PPO epochs) with metrics and checkpoints when `itstime`, and at the end:
-the deployed pruner (per-layer capacities from the validation split) against the unpruned model and
-random and cls_attention at exactly its per-layer token counts (matched GFLOPs), on `eval.split`.
-Writes
-`train_policy_results.{json,csv,md}`.
+of training images, with one budget per image in budget mode, GAE, PPO epochs) with metrics and
+checkpoints when `itstime`. In budget mode each checkpoint is scored on the validation split at
+`deploy.budgets` and the best one is kept in `<workdir>/policy/best` (and reported); free mode
+reports the last. At the end, on `eval.split`: the deployed pruner (free mode: capacities from the
+validation split; budget mode: those of each budget) against the unpruned model, random (over
+`deploy.random_seeds` seeds) and cls_attention at exactly its per-layer token counts (matched
+GFLOPs). Writes `train_policy_results.{json,csv,md}`.
 """
 
 import dataclasses
 import time
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import ml_collections
@@ -51,6 +53,10 @@ def policy_spec(
       target_prune_ratio=g.target_prune_ratio,
       ratio_penalty=g.ratio_penalty,
       vit_checkpoint=vit_checkpoint,
+      action_mode=g.action_mode,
+      budget_schedule=g.budget_schedule,
+      budget_alpha=g.budget_alpha,
+      budget_range=tuple(g.budget_range),
     )
   except UserError as e:
     raise UserError(f'--config.{key}: {e}') from e
@@ -64,9 +70,13 @@ def deployed_pruner(
   actor_params: Any,
   spec: policies.PolicySpec,
   mesh: jax.sharding.Mesh,
+  budget: Optional[float] = None,
 ) -> pruning.Pruner:
-  """The policy as a compact-mode pruner, its capacities measured on the validation split."""
+  """The policy as a compact-mode pruner: free mappo's capacities measured on the validation
+  split, a budget-mode policy's those of `budget` (default: the first of `deploy.budgets`)."""
   vit_cfg = model.config
+  if spec.action_mode == 'budget' and budget is None:
+    budget = config.deploy.budgets[0]
   probe = policies.probe_pruner(spec, vit_cfg, actor, actor_params)
   kept = None
   if probe is not None:  # Capacities from what the policy keeps on validation images.
@@ -79,15 +89,61 @@ def deployed_pruner(
       execution='mask',
       rng=jax.random.PRNGKey(config.seed),
     ).kept_counts
-  return policies.deployed_pruner(
-    spec,
-    vit_cfg,
-    actor,
-    actor_params,
-    kept,
-    quantile=config.deploy.capacity_quantile,
-    bucket=config.deploy.capacity_bucket,
-  )
+  try:
+    return policies.deployed_pruner(
+      spec,
+      vit_cfg,
+      actor,
+      actor_params,
+      kept,
+      quantile=config.deploy.capacity_quantile,
+      bucket=config.deploy.capacity_bucket,
+      budget=budget,
+    )
+  except ValueError as e:
+    raise UserError(f'--config.deploy.budgets={tuple(config.deploy.budgets)}: {e}.') from e
+
+
+def deploy_budgets(config: ml_collections.ConfigDict, spec: policies.PolicySpec) -> list:
+  """The budgets a policy is deployed at: `deploy.budgets` in budget mode, [None] in free mode."""
+  return list(config.deploy.budgets) if spec.action_mode == 'budget' else [None]
+
+
+def validation_accuracy(
+  config: ml_collections.ConfigDict,
+  model: vit.VisionTransformer,
+  params: Any,
+  actor: Any,
+  actor_params: Any,
+  spec: policies.PolicySpec,
+  mesh: jax.sharding.Mesh,
+) -> float:
+  """Mean validation accuracy of the deployed policy over `deploy.budgets` (checkpoint choice)."""
+  accuracies = []
+  for budget in deploy_budgets(config, spec):
+    pruner = deployed_pruner(config, model, params, actor, actor_params, spec, mesh, budget)
+    result = evaluate.evaluate_params(
+      model,
+      params,
+      common.split_batches(config, 'validation')(),
+      mesh=mesh,
+      pruner=pruner,
+      execution=config.prune.execution,
+      rng=jax.random.PRNGKey(config.seed),
+    )
+    accuracies.append(result.accuracy)
+  return float(np.mean(accuracies))
+
+
+def train_budgets(
+  spec: policies.PolicySpec, seed: int, update: int, num_envs: int
+) -> Optional[np.ndarray]:
+  """Budget mode: one budget per image of update `update`, uniform in `spec.budget_range` and a
+  function of (seed, update, process) only, so a resumed run draws the same; else None."""
+  if spec.action_mode != 'budget':
+    return None
+  rng = np.random.default_rng([seed, update, jax.process_index()])
+  return rng.uniform(*spec.budget_range, size=num_envs).astype(np.float32)
 
 
 def learned_pruners(
@@ -126,24 +182,57 @@ def policy_records(
   learned: pruning.Pruner,
   mesh: jax.sharding.Mesh,
   split: str,
+  *,
+  label: str = '',
+  with_unpruned: bool = True,
 ) -> list[dict[str, Any]]:
-  """The policy against the unpruned model and random / cls_attention at its exact capacities."""
-  matched = [
-    pruning.Pruner(f'{n}@matched', score, learned.budget)
-    for n, score in (
-      ('random', pruning.pruners.random_score),
-      ('cls_attention', pruning.pruners.cls_attention_score),
-    )
-  ]
-  # Both deployments at the same capacities: the policy's own per-image decisions (threshold 0,
-  # part of each capacity left masked, which compact mode computes anyway) and its scores filling
-  # the capacity (same GFLOPs, more tokens). For two_agent the first are its own votes.
-  own = dataclasses.replace(learned, name=learned.name, threshold=0.0)
-  filled = dataclasses.replace(learned, name=f'{learned.name}+fill', threshold=None)
-  named = [('none', None), *[(p.name, p) for p in matched], (own.name, own), (filled.name, filled)]
-  records = common.compare_on_split(
-    config, model, params, named, split, mesh, throughput_repeats=config.eval.throughput_repeats
+  """The policy against random (over `deploy.random_seeds` seeds, mean and 95 % CI) and
+  cls_attention at its exact capacities, and the unpruned model (`with_unpruned`).
+
+  A policy whose deployment fills its capacities (threshold None: budget mode, two_agent) is also
+  evaluated on its own per-image decisions (threshold 0) when those differ; a free-mode policy is
+  also evaluated with its scores filling the capacities (`+fill`, same GFLOPs, more tokens).
+  `label` is appended to every name (e.g. '@b=0.75').
+  """
+  name = f'{learned.name}{label}'
+  if learned.threshold is None:  # Filled is the deployment.
+    variants = [(name, learned)]
+    if learned.name == 'two_agent':  # Its own votes.
+      variants.append((f'{name} (own votes)', dataclasses.replace(learned, threshold=0.0)))
+  else:
+    variants = [(name, learned), (f'{name}+fill', dataclasses.replace(learned, threshold=None))]
+  cls_matched = pruning.Pruner(
+    f'cls_attention@matched{label}', pruning.pruners.cls_attention_score, learned.budget
   )
+  named = ([('none', None)] if with_unpruned else []) + [(cls_matched.name, cls_matched)]
+  records = common.compare_on_split(
+    config,
+    model,
+    params,
+    named + variants,
+    split,
+    mesh,
+    throughput_repeats=config.eval.throughput_repeats,
+    warm=with_unpruned,
+  )
+  random_matched = pruning.Pruner(
+    f'random@matched{label}', pruning.pruners.random_score, learned.budget
+  )
+  per_seed = []
+  for i in range(config.deploy.random_seeds):
+    per_seed += common.compare_on_split(
+      config,
+      model,
+      params,
+      [(random_matched.name, random_matched)],
+      split,
+      mesh,
+      throughput_repeats=0,
+      warm=False,
+      seed=config.seed + i,
+    )
+  position = 1 if with_unpruned else 0
+  records.insert(position, compare.mean_over_seeds(per_seed, random_matched.name))
   for r in records:
     r['capacities'] = list(learned.budget)
   return records
@@ -164,6 +253,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   spec_data = common.data_spec(config)
   info = input_pipeline.get_info(spec_data)
   p = config.ppo
+  group = learner.shuffle_group(env.num_steps, p.num_minibatches)
+  if (p.num_envs // jax.device_count() * p.rollouts_per_input) % group:
+    raise UserError(
+      f'--config.ppo.num_envs={p.num_envs} over {jax.device_count()} devices cannot be cut into '
+      f'{p.num_minibatches} minibatches of the {env.num_steps} pruning steps: use a multiple of '
+      f'{group * jax.device_count()} envs, or a number of minibatches that divides '
+      f'{env.num_steps}.'
+    )
   steps_per_epoch = info.split_sizes['train'] // p.num_envs
   if steps_per_epoch == 0:
     raise UserError(
@@ -193,7 +290,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   eta = loop.Eta(start, p.num_updates)
   t0 = time.perf_counter()
   for u, batch in zip(range(start + 1, p.num_updates + 1), batches):
-    inputs = parallel.shard_batch({'image': batch['image'], 'label': batch['label']}, mesh)
+    local = {'image': batch['image'], 'label': batch['label']}
+    budgets = train_budgets(spec, config.seed, u, batch['label'].shape[0])
+    if budgets is not None:
+      local['budget'] = budgets
+    inputs = parallel.shard_batch(local, mesh)
     state, metrics = update(state, inputs, jax.random.fold_in(loop_key, u - 1))
     if loop.itstime(u, p.log_every_steps, p.num_updates):
       values = {k: float(v) for k, v in metrics.items()}
@@ -212,21 +313,44 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         eta(u),
       )
     if loop.itstime(u, p.checkpoint_every_steps, p.num_updates):
-      ckpt.save(u, *policies.to_checkpoint(state), spec.to_meta())
+      meta, select = spec.to_meta(), spec.action_mode == 'budget'
+      if select:  # Scored on validation; best/ keeps the top one.
+        meta[checkpoints.BEST_METRIC] = validation_accuracy(
+          config, model, params, actor, state.actor_params, spec, mesh
+        )
+        logging.info('Update %d: validation accuracy %.4f.', u, meta[checkpoints.BEST_METRIC])
+        writer.write_scalars(u, {'validation_accuracy': meta[checkpoints.BEST_METRIC]})
+      ckpt.save(u, *policies.to_checkpoint(state), meta, best=select)
   ckpt.wait()
-  ckpt.close()
   train_time = time.perf_counter() - t0
 
-  learned = deployed_pruner(config, model, params, actor, state.actor_params, spec, mesh)
-  records = policy_records(config, model, params, learned, mesh, config.eval.split)
+  actor_params, chosen_step = state.actor_params, int(state.step)
+  best_step = ckpt.best.best_step() if spec.action_mode == 'budget' else None
+  if best_step is not None:
+    best = checkpoints.load_params(
+      str(ckpt.best.directory), best_step, policies.to_checkpoint(state)[0]
+    )
+    actor_params, chosen_step = best['actor'], int(best_step)
+    logging.info('Deploying the checkpoint of update %d (best on validation).', best_step)
+  ckpt.close()
+
+  records = []
+  for i, budget in enumerate(deploy_budgets(config, spec)):
+    learned = deployed_pruner(config, model, params, actor, actor_params, spec, mesh, budget)
+    label = '' if budget is None else f'@b={budget:g}'
+    records += policy_records(
+      config, model, params, learned, mesh, config.eval.split, label=label, with_unpruned=i == 0
+    )
   table = compare.markdown_table(
     records,
     f'{spec.kind} policy vs matched-count heuristics, {config.data.name} {config.eval.split} split',
   )
   summary = {
     'policy': spec.kind,
+    'action_mode': spec.action_mode,
     'split': config.eval.split,
     'updates': p.num_updates,
+    'deployed_update': chosen_step,
     'train_time_s': round(train_time, 1),
     'vit_checkpoint': vit_meta['checkpoint_dir'],
   }

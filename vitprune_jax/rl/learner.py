@@ -4,17 +4,33 @@ The learner knows nothing about tokens: an environment is a pair of pure functio
 a batch of E envs with A agent slots each, and agents appear and die through the `alive` mask. One
 update is rollout (lax.scan over T, or unrolled when the env's steps differ: `EnvFns.step_at`) ->
 GAE (reverse lax.scan) -> advantage normalisation -> update_epochs x num_minibatches Adam steps
-(lax.scan inside lax.scan) over the T*A samples of each env, each minibatch a slice of every env.
-Every mean is weighted by `alive`, so dead agent slots keep shapes static and contribute nothing.
-The hyper-parameters are one explicit `PPOConfig`.
+(lax.scan inside lax.scan) over the (step, env) units of the rollout, each unit all A agents of one
+env at one step. Every mean is weighted by `alive`, so dead agent slots keep shapes static and
+contribute nothing. The hyper-parameters are one explicit `PPOConfig`.
+
+Two action modes, fixed by the env's observations:
+- free (`EnvObs.choose` None): each acting agent decides alone, keep (1) or not (0), Bernoulli on
+  its logit; the PPO ratio is per agent.
+- joint top-k (`choose` = k per env): the acting agents jointly keep exactly k of themselves,
+  drawn without replacement from their logits (Gumbel-top-k). The action of an agent is its rank
+  in the draw (1..k; 0 = not kept), and the draw's log-probability is Plackett-Luce:
+    log P(order) = sum_j [s_(j) - logsumexp(s of the candidates not drawn before j)].
+  The term of rank j belongs to the agent drawn j-th, so the terms of one unit sum to the log-
+  probability of the ordered draw (Kool et al., 2019; the unordered set's is a sum over k!
+  orders). Each kept agent's PPO ratio is that of its own term (as token-level PPO on a sequence),
+  which at ratio 1 gives exactly the gradient of the joint log-probability; the agents not kept
+  have no term of their own and only appear in the denominators. The entropy bonus is that of the
+  first draw (a softmax over the candidates).
 
 Data parallelism (`make_sharded_update`, shard_map over the mesh's data axis): each device plays
-its own envs, computes their GAE, shuffles and cuts their samples, and runs the minibatch steps on
+its own envs, computes their GAE, shuffles and cuts their units, and runs the minibatch steps on
 them; only scalar sums (the counts and totals behind every mean) and the gradients are summed over
 devices. Actions are drawn per env (`fold_in(key, env index)`) and minibatches are stratified by
-env, so 1 device and N devices compute the same update, and no device holds the global batch.
+groups of envs, so 1 device and N devices compute the same update, and no device holds the global
+batch.
 """
 
+import math
 from typing import Any, Callable, NamedTuple, Optional
 
 import distrax
@@ -34,13 +50,17 @@ class PPOConfig(NamedTuple):
   gamma: float = 0.99  # Discount.
   gae_lambda: float = 0.95  # GAE lambda.
   clip_eps: float = 0.2  # PPO ratio clip.
-  value_clip_eps: float = 0.2  # Value-function clip around the rollout's values; 0 = no clip.
+  value_clip_eps: float = 0.0  # Value-function clip around the rollout's values; 0 = no clip.
   entropy_coef: float = 0.01
   value_coef: float = 0.5
   max_grad_norm: float = 1.0  # Global-norm gradient clip, per network.
   update_epochs: int = 4  # PPO epochs per update.
-  num_minibatches: int = 4  # Per epoch, over all (step, env, agent) samples.
+  num_minibatches: int = 4  # Per epoch, over the (step, env) units of the rollout.
   normalize_advantages: bool = True
+  # K > 1: every env input is played K times (different draws) and the advantage of a sample is
+  # its discounted return-to-go minus the mean of the same agent slot's in the other K - 1 plays
+  # (a leave-one-out baseline; the critic then only learns values). 1 = GAE with the critic.
+  rollouts_per_input: int = 1
 
 
 class EnvObs(NamedTuple):
@@ -50,6 +70,9 @@ class EnvObs(NamedTuple):
   # (E, A) float 1/0: the agent decides at this step; None = every alive agent. An agent can stay in
   # the episode without deciding (a pruned token still shares the image's final accuracy reward).
   acting: Optional[Array] = None
+  # (E,) int32: the acting agents jointly keep exactly this many of themselves (top-k mode, see
+  # the module doc); None = each decides alone (free mode). Must not exceed the acting count.
+  choose: Optional[Array] = None
 
 
 class EnvFns(NamedTuple):
@@ -58,7 +81,8 @@ class EnvFns(NamedTuple):
   # (key, inputs) -> (env_state, obs); inputs lead with E.
   reset: Callable[[Array, Any], tuple[Any, EnvObs]]
   # (key, env_state, actions (E, A) int32) -> (env_state, next_obs, reward (E, A), done (E, A));
-  # done = 1 at the step after which the agent's trajectory ends.
+  # done = 1 at the step after which the agent's trajectory ends. An action > 0 is "keep" (free
+  # mode: 1; top-k mode: the agent's rank in the draw).
   step: Callable[[Array, Any, Array], tuple[Any, EnvObs, Array, Array]]
   num_steps: int  # Fixed episode length T (static).
   # Final env state -> scalar metrics to log.
@@ -80,7 +104,8 @@ class Transition(NamedTuple):
   reward: Array  # (T, E, A)
   alive: Array  # (T, E, A)
   done: Array  # (T, E, A)
-  acting: Array  # (T, E, A): alive and deciding; weights the policy loss.
+  acting: Array  # (T, E, A): weights the policy loss: deciding (free) or kept by the draw (top-k).
+  candidates: Array  # (T, E, A): deciding (the pool a top-k draw is taken from).
 
 
 class RolloutInfo(NamedTuple):
@@ -88,20 +113,23 @@ class RolloutInfo(NamedTuple):
 
   last_value: Array  # (E, A) critic value of the final obs, 0 where dead (the GAE bootstrap).
   env_state: Any  # The final env state (for the env's metrics).
+  top_k: bool = False  # Static: the env's agents draw jointly (EnvObs.choose was set).
 
 
 class Batch(NamedTuple):
-  """What the PPO loss needs per sample; any leading shape (flat (N,) in the update)."""
+  """What the PPO loss needs per sample: leading (..., A) (units of A agents in the update), or any
+  leading shape in free mode."""
 
-  obs: Array  # (..., F)
-  global_state: Array  # (..., G), or without the agent axis (see networks.Critic).
+  obs: Array  # (..., A, F)
+  global_state: Array  # (..., A, G), or without the agent axis (see networks.Critic).
   action: Array
-  log_prob: Array
+  log_prob: Array  # Free: log pi(action); top-k: the agent's Plackett-Luce term (0 if not kept).
   value: Array
   advantage: Array
   target: Array  # Value target (GAE return).
   alive: Array  # Weight of the value loss: 1 alive, 0 dead.
-  acting: Array  # Weight of the policy loss and entropy: 1 if the agent decided.
+  acting: Array  # Weight of the policy loss and entropy: 1 if the agent decided (top-k: was kept).
+  candidates: Optional[Array] = None  # Top-k mode: (..., A) the pool of the draw; None = free.
 
 
 class LearnerState(NamedTuple):
@@ -133,8 +161,58 @@ def _global_mean(x: Array, mask: Array, axis_name: Optional[str]) -> Array:
   return total / jnp.maximum(count, 1.0)
 
 
-def _policy(actor: nn.Module, actor_params: Any, obs: Array) -> distrax.Bernoulli:
-  return distrax.Bernoulli(logits=actor.apply(actor_params, obs), dtype=jnp.int32)
+_MASKED_LOGIT = -1e9  # Stands for -inf in masked softmaxes (finite, so gradients stay finite).
+
+
+def plackett_luce_terms(logits: Array, rank: Array, candidates: Array) -> Array:
+  """Per-agent terms (A,) of the Plackett-Luce log-probability of one ordered top-k draw.
+
+  The agent drawn j-th (rank j >= 1) gets s_i - logsumexp of the candidates not drawn before it
+  (itself, those drawn later and those never drawn); agents not drawn (rank 0) get 0. The terms
+  sum to log P(order). One example; vmap outside.
+
+  Args:
+    logits: (A,) the agents' logits s.
+    rank: (A,) int, 1..k for the drawn agents in draw order, 0 for the others.
+    candidates: (A,) 1/0, the pool of the draw (every drawn agent is a candidate).
+  """
+  drawn = rank > 0
+  remaining = (candidates[None, :] > 0) & ((rank[None, :] == 0) | (rank[None, :] >= rank[:, None]))
+  # Rows of agents not drawn see every agent: finite, and masked out below.
+  remaining = remaining | ~drawn[:, None]
+  denominator = jax.nn.logsumexp(jnp.where(remaining, logits[None, :], _MASKED_LOGIT), axis=-1)
+  return jnp.where(drawn, logits - denominator, 0.0)
+
+
+def sample_top_k(key: Array, logits: Array, candidates: Array, k: Array) -> Array:
+  """Ranks (A,) int32 of a Gumbel-top-k draw of k candidates without replacement (0 = not drawn).
+
+  argsort(-(s + Gumbel)) over the candidates is a Plackett-Luce sample of their order; the first k
+  are kept. One example; vmap outside.
+  """
+  perturbed = jnp.where(candidates > 0, logits + jax.random.gumbel(key, logits.shape), -jnp.inf)
+  position = jnp.argsort(jnp.argsort(-perturbed))  # 0 = drawn first.
+  return jnp.where((position < k) & (candidates > 0), position + 1, 0).astype(jnp.int32)
+
+
+def first_draw_entropy(logits: Array, candidates: Array) -> Array:
+  """Entropy of the first draw of a top-k sample: softmax over the candidates (..., A) -> (...)."""
+  log_p = jax.nn.log_softmax(jnp.where(candidates > 0, logits, _MASKED_LOGIT), axis=-1)
+  return -jnp.sum(jnp.where(candidates > 0, jnp.exp(log_p) * log_p, 0.0), axis=-1)
+
+
+def _log_prob_and_entropy(
+  logits: Array, action: Array, candidates: Optional[Array]
+) -> tuple[Array, Array]:
+  """Per-agent log-probability terms and entropies, leading (..., A): Bernoulli (candidates None)
+  or Plackett-Luce terms with the first draw's entropy broadcast to every agent."""
+  if candidates is None:
+    pi = distrax.Bernoulli(logits=logits, dtype=jnp.int32)
+    return pi.log_prob(action), pi.entropy()
+  flat = lambda x: x.reshape((-1, x.shape[-1]))
+  terms = jax.vmap(plackett_luce_terms)(flat(logits), flat(action), flat(candidates))
+  entropy = first_draw_entropy(logits, candidates)
+  return terms.reshape(logits.shape), jnp.broadcast_to(entropy[..., None], logits.shape)
 
 
 def create_optimizers(
@@ -193,20 +271,37 @@ def rollout(
   if env_ids is None:
     env_ids = jnp.arange(obs.obs.shape[0])
 
-  def sample(act_key: Array, logits: Array) -> tuple[Array, Array]:
+  def sample(act_key: Array, logits: Array, obs: EnvObs) -> tuple[Array, Array, Array]:
+    """(action, log-prob terms, policy weight), each (E, A), of the actions of every env."""
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(act_key, env_ids)
-    draw = lambda k, lg: distrax.Bernoulli(logits=lg, dtype=jnp.int32).sample_and_log_prob(seed=k)
-    return jax.vmap(draw)(keys, logits)
+    candidates = obs.alive if obs.acting is None else obs.acting
+    if obs.choose is None:
+      draw = lambda k, lg: distrax.Bernoulli(logits=lg, dtype=jnp.int32).sample_and_log_prob(seed=k)
+      action, log_prob = jax.vmap(draw)(keys, logits)
+      return action, log_prob, candidates
+    action = jax.vmap(sample_top_k)(keys, logits, candidates, obs.choose)
+    log_prob = jax.vmap(plackett_luce_terms)(logits, action, candidates)
+    return action, log_prob, (action > 0).astype(jnp.float32)
 
   def step_fn(carry, step_key, step=env.step):
     env_state, obs = carry
     act_key, env_key = jax.random.split(step_key)
-    action, log_prob = sample(act_key, actor.apply(learner_state.actor_params, obs.obs))
+    logits = actor.apply(learner_state.actor_params, obs.obs)
+    action, log_prob, acting = sample(act_key, logits, obs)
     value = critic.apply(learner_state.critic_params, obs.global_state, obs.obs)
     env_state, next_obs, reward, done = step(env_key, env_state, action)
-    acting = obs.alive if obs.acting is None else obs.acting
+    candidates = obs.alive if obs.acting is None else obs.acting
     transition = Transition(
-      obs.obs, obs.global_state, action, log_prob, value, reward, obs.alive, done, acting
+      obs.obs,
+      obs.global_state,
+      action,
+      log_prob,
+      value,
+      reward,
+      obs.alive,
+      done,
+      acting,
+      candidates,
     )
     return (env_state, next_obs), transition
 
@@ -221,7 +316,8 @@ def rollout(
     (env_state, obs) = carry
     transitions = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *steps)
   last_value = critic.apply(learner_state.critic_params, obs.global_state, obs.obs) * obs.alive
-  return transitions, RolloutInfo(last_value=last_value, env_state=env_state)
+  info = RolloutInfo(last_value=last_value, env_state=env_state, top_k=obs.choose is not None)
+  return transitions, info
 
 
 def compute_gae(
@@ -272,6 +368,20 @@ def compute_gae(
   return advantages, advantages + value
 
 
+def leave_one_out_advantages(
+  reward: Array, done: Array, alive: Array, gamma: float, k: int
+) -> Array:
+  """Advantages (T, E, A) of K plays per input (env i*K + j is play j of input i): the
+  discounted return-to-go minus the mean return-to-go of the same (step, agent slot) in the input's
+  other K - 1 plays, 0 where dead. The other plays do not depend on this play's actions, so the
+  baseline adds no bias."""
+  returns, _ = compute_gae(reward, jnp.zeros_like(reward), done, alive, gamma, 1.0)
+  t, e, a = returns.shape
+  plays = returns.reshape(t, e // k, k, a)
+  others = (jnp.sum(plays, axis=2, keepdims=True) - plays) / (k - 1)
+  return alive * (plays - others).reshape(t, e, a)
+
+
 def ppo_loss(
   actor_params: Any,
   critic_params: Any,
@@ -293,7 +403,8 @@ def ppo_loss(
     value_loss = 0.5 * mean(max((V - target)^2, (value_clipped - target)^2))
 
   The policy loss and the entropy are means over the deciding samples (`acting`), the value loss
-  over the alive ones.
+  over the alive ones. With `batch.candidates` (top-k mode) log pi is the agent's Plackett-Luce
+  term, which needs every agent of a unit: the batch then leads with (units, A).
 
   Args:
     actor_params: the actor's variables (differentiated).
@@ -314,8 +425,9 @@ def ppo_loss(
     (total loss, {'policy_loss', 'value_loss', 'entropy', 'approx_kl', 'clip_fraction'}).
   """
   acting_count, alive_count = (None, None) if counts is None else counts
-  pi = _policy(actor, actor_params, batch.obs)
-  log_prob = pi.log_prob(batch.action)
+  log_prob, entropy = _log_prob_and_entropy(
+    actor.apply(actor_params, batch.obs), batch.action, batch.candidates
+  )
   log_ratio = log_prob - batch.log_prob
   ratio = jnp.exp(log_ratio)
   clipped_ratio = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
@@ -329,7 +441,7 @@ def ppo_loss(
     value_error = jnp.maximum(value_error, jnp.square(value_clipped - batch.target))
   value_loss = 0.5 * _masked_mean(value_error, batch.alive, alive_count)
 
-  entropy = _masked_mean(pi.entropy(), batch.acting, acting_count)
+  entropy = _masked_mean(entropy, batch.acting, acting_count)
   total = policy_loss + value_coef * value_loss - entropy_coef * entropy
   clipped = (jnp.abs(ratio - 1.0) > clip_eps).astype(jnp.float32)
   aux = {
@@ -343,6 +455,11 @@ def ppo_loss(
   return total, aux
 
 
+def shuffle_group(num_steps: int, num_minibatches: int) -> int:
+  """Envs shuffled together: the fewest g whose g * T units split evenly into the minibatches."""
+  return num_minibatches // math.gcd(num_steps, num_minibatches)
+
+
 def _shuffled_minibatches(
   key: Array,
   transitions: Transition,
@@ -350,54 +467,50 @@ def _shuffled_minibatches(
   targets: Array,
   num_minibatches: int,
   env_ids: Array,
+  top_k: bool,
 ) -> Batch:
-  """Each env's T*A samples in a random order of their own, cut into `num_minibatches` slices.
+  """The rollout's (step, env) units, shuffled within groups of envs and cut into minibatches.
 
-  Minibatch m holds the m-th slice of every env (stratified by env), and env i's order comes from
-  `fold_in(key, env_ids[i])`, so the global minibatches do not depend on how the envs are split
-  over devices: each device cuts its own envs and the union is the same. Each env's samples are
-  padded with dead ones (alive = acting = 0, so they count for nothing) to a multiple of
-  `num_minibatches`. The per-env global state is gathered per sample by its step (index // A)
-  rather than copied to all A agents first.
+  A unit is all A agents of one env at one step (a top-k draw needs them together). The envs form
+  groups of g consecutive ones (g = `shuffle_group(T, num_minibatches)`, so the g * T units of a
+  group split evenly, with no padding); each group's units take a random order of their own, from
+  `fold_in(key, group index)`, and minibatch m holds the m-th slice of every group. A group never
+  straddles devices (the per-device env count must be a multiple of g), so 1 device and N devices
+  cut the same global minibatches.
 
   Returns:
-    A Batch with leading axes (num_minibatches, E * padded T*A / num_minibatches).
+    A Batch with leading axes (num_minibatches, units per minibatch, A); global_state without A.
+    ValueError if the env count is not a multiple of g.
   """
-  t, e, a = transitions.action.shape
-  per_env = t * a
-  size = -(-per_env // num_minibatches) * num_minibatches
+  t, e, _ = transitions.action.shape
+  g = shuffle_group(t, num_minibatches)
+  if e % g:
+    raise ValueError(
+      f'{e} envs per device cannot be cut into {num_minibatches} minibatches of the {t} steps: '
+      f'use a multiple of {g} envs per device, or a number of minibatches that divides {t}'
+    )
+  units = g * t
+  groups = env_ids[::g] // g
+  perms = jax.vmap(lambda i: jax.random.permutation(jax.random.fold_in(key, i), units))(groups)
 
-  def by_env(x: Array) -> Array:  # (T, E, A, ...) -> (E, size, ...), padded.
-    x = jnp.moveaxis(x, 1, 0).reshape((e, per_env) + x.shape[3:])
-    return jnp.pad(x, [(0, 0), (0, size - per_env)] + [(0, 0)] * (x.ndim - 2))
-
-  perms = jax.vmap(lambda i: jax.random.permutation(jax.random.fold_in(key, i), size))(env_ids)
-
-  def take(x: Array) -> Array:
-    x = by_env(x)
-    return jnp.take_along_axis(x, perms.reshape(perms.shape + (1,) * (x.ndim - 2)), axis=1)
-
-  steps = jnp.minimum(perms // a, t - 1)  # Padded samples read the last step (they are dead).
-  global_state = jnp.take_along_axis(
-    jnp.moveaxis(transitions.global_state, 1, 0), steps[..., None], axis=1
-  )
-  batch = Batch(
-    take(transitions.obs),
-    global_state,
-    take(transitions.action),
-    take(transitions.log_prob),
-    take(transitions.value),
-    take(advantages),
-    take(targets),
-    take(transitions.alive),
-    take(transitions.acting),
-  )
-
-  def cut(x: Array) -> Array:  # (E, size, ...) -> (M, E * size / M, ...)
-    x = x.reshape((e, num_minibatches, size // num_minibatches) + x.shape[2:])
+  def cut(x: Array) -> Array:  # (T, E, ...) -> (M, E * T / M, ...), shuffled per group.
+    x = jnp.moveaxis(x, 1, 0).reshape((e // g, units) + x.shape[2:])
+    x = jnp.take_along_axis(x, perms.reshape(perms.shape + (1,) * (x.ndim - 2)), axis=1)
+    x = x.reshape((e // g, num_minibatches, units // num_minibatches) + x.shape[2:])
     return jnp.moveaxis(x, 1, 0).reshape((num_minibatches, -1) + x.shape[3:])
 
-  return jax.tree_util.tree_map(cut, batch)
+  return Batch(
+    obs=cut(transitions.obs),
+    global_state=cut(transitions.global_state),
+    action=cut(transitions.action),
+    log_prob=cut(transitions.log_prob),
+    value=cut(transitions.value),
+    advantage=cut(advantages),
+    target=cut(targets),
+    alive=cut(transitions.alive),
+    acting=cut(transitions.acting),
+    candidates=cut(transitions.candidates) if top_k else None,
+  )
 
 
 def make_update(
@@ -459,6 +572,9 @@ def make_update(
     learner_state: LearnerState, inputs: Any, key: Array
   ) -> tuple[LearnerState, dict[str, Array]]:
     rollout_key, epochs_key = jax.random.split(key)
+    k = ppo.rollouts_per_input
+    if k > 1:  # Env i*K + j is play j of input i.
+      inputs = jax.tree_util.tree_map(lambda x: jnp.repeat(x, k, axis=0), inputs)
     num_envs = jax.tree_util.tree_leaves(inputs)[0].shape[0]
     first = 0 if axis_name is None else jax.lax.axis_index(axis_name) * num_envs
     env_ids = first + jnp.arange(num_envs)
@@ -475,6 +591,10 @@ def make_update(
       info.last_value,
     )
     alive, acting = transitions.alive, transitions.acting
+    if k > 1:
+      advantages = leave_one_out_advantages(
+        transitions.reward, transitions.done, alive, ppo.gamma, k
+      )
     if ppo.normalize_advantages:  # Over the samples the policy loss sees, on every device.
       mean = _global_mean(advantages, acting, axis_name)
       std = jnp.sqrt(_global_mean(jnp.square(advantages - mean), acting, axis_name))
@@ -482,7 +602,7 @@ def make_update(
 
     def epoch_step(state: LearnerState, epoch_key: Array):
       minibatches = _shuffled_minibatches(
-        epoch_key, transitions, advantages, targets, ppo.num_minibatches, env_ids
+        epoch_key, transitions, advantages, targets, ppo.num_minibatches, env_ids, info.top_k
       )
       return jax.lax.scan(minibatch_step, state, minibatches)
 

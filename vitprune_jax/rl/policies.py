@@ -54,10 +54,19 @@ class PolicySpec(NamedTuple):
   target_prune_ratio: float = 0.5  # two_agent: share of the patches to prune...
   ratio_penalty: float = 2.0  # ...and the weight of the distance to it.
   vit_checkpoint: str = ''  # The ViT checkpoint the policy was trained on (for the record).
+  action_mode: str = 'free'  # mappo: 'free' (each token alone) | 'budget' (exactly k_t kept).
+  budget_schedule: str = 'geometric'  # mappo budget mode: k_t's schedule (pruning_env)...
+  budget_alpha: float = 1.0  # ...its alpha (cls_attention)...
+  budget_range: tuple[float, float] = (0.6, 0.9)  # ...and the range training samples b from.
 
   def to_meta(self) -> dict[str, Any]:
     """The JSON-able meta saved with the policy's checkpoint."""
-    return dict(self._asdict(), points=list(self.points), format=META_FORMAT)
+    return dict(
+      self._asdict(),
+      points=list(self.points),
+      budget_range=list(self.budget_range),
+      format=META_FORMAT,
+    )
 
   @classmethod
   def from_meta(cls, meta: dict[str, Any]) -> 'PolicySpec':
@@ -87,6 +96,10 @@ class PolicySpec(NamedTuple):
       target_prune_ratio=float(spec.target_prune_ratio),
       ratio_penalty=float(spec.ratio_penalty),
       vit_checkpoint=str(spec.vit_checkpoint),
+      action_mode=str(spec.action_mode),
+      budget_schedule=str(spec.budget_schedule),
+      budget_alpha=float(spec.budget_alpha),
+      budget_range=tuple(float(b) for b in spec.budget_range),
     )
 
   def same_game(self, other: 'PolicySpec') -> bool:
@@ -104,8 +117,9 @@ class PolicyKind(NamedTuple):
 
   # (model, params, spec) -> the game the policy is trained in.
   make_env: Callable[[vit.VisionTransformer, Any, PolicySpec], learner.EnvFns]
-  # (vit_cfg, actor, actor_params, spec) -> the deployed score (higher = keep, threshold 0).
-  score_fn: Callable[[vit.ViTConfig, nn.Module, Any, PolicySpec], ScoreFn]
+  # (vit_cfg, actor, actor_params, spec, budget) -> the deployed score (higher = keep, threshold
+  # 0); budget: the budget b a budget-mode policy is deployed at, else None.
+  score_fn: Callable[[vit.ViTConfig, nn.Module, Any, PolicySpec, Optional[float]], ScoreFn]
   # (vit_cfg, spec) -> deployed capacities, or None: bucket them from validation kept counts.
   fixed_capacities: Callable[[vit.ViTConfig, PolicySpec], Optional[tuple[int, ...]]]
   # (vit_cfg, points) -> the checked points, () = the kind's default; ValueError if bad.
@@ -118,18 +132,52 @@ def _keep_all(keep_mask: Array) -> Array:
   return jnp.full(keep_mask.shape, _KEEP_ALL)
 
 
+def budget_counts(vit_cfg: vit.ViTConfig, spec: PolicySpec, budget: float) -> tuple[int, ...]:
+  """Patches kept at each pruning point of a budget-mode policy at budget b, as Python ints."""
+  budget = pruning_env.check_budget(spec.budget_schedule, budget)
+  counts = pruning_env.budget_counts(
+    vit_cfg, spec.points, spec.budget_schedule, budget, spec.budget_alpha
+  )
+  return tuple(int(c) for c in np.asarray(counts))
+
+
+def budget_capacities(vit_cfg: vit.ViTConfig, spec: PolicySpec, budget: float) -> tuple[int, ...]:
+  """Tokens (CLS included) after each layer of a budget-mode policy at budget b: every token up
+  to the first point, then 1 + k_t from point t on."""
+  counts = budget_counts(vit_cfg, spec, budget)
+  capacities, current = [], vit_cfg.num_tokens
+  for layer in range(vit_cfg.num_layers):
+    if layer in spec.points:
+      current = 1 + counts[spec.points.index(layer)]
+    capacities.append(current)
+  return tuple(capacities)
+
+
 def mappo_score_fn(
-  vit_cfg: vit.ViTConfig, actor: nn.Module, actor_params: Any, spec: PolicySpec
+  vit_cfg: vit.ViTConfig,
+  actor: nn.Module,
+  actor_params: Any,
+  spec: PolicySpec,
+  budget: Optional[float] = None,
 ) -> ScoreFn:
-  """Score = the actor's keep logit at the pruning points (same observation as in training)."""
+  """Score = the actor's keep logit at the pruning points (same observation as in training; in
+  budget mode with the targets of budget b)."""
   points = tuple(spec.points)
+  counts = None
+  if spec.action_mode == 'budget':
+    if budget is None:
+      raise ValueError('a budget-mode policy is deployed at a budget: pass budget=')
+    counts = jnp.asarray(budget_counts(vit_cfg, spec, budget), jnp.int32)
 
   def score(layer: int, x: Array, keep_mask: Array, stats: vit.TokenStats, key: Array) -> Array:
     del key
     if layer not in points:
       return _keep_all(keep_mask)
     t = jnp.asarray(points.index(layer), jnp.int32)
-    observe = lambda xi, ki, c, m: pruning_env.observe(vit_cfg, xi, ki, t, c, m, len(points))
+    targets = None if counts is None else pruning_env.budget_targets(vit_cfg, counts, t)
+    observe = lambda xi, ki, c, m: pruning_env.observe(
+      vit_cfg, xi, ki, t, c, m, len(points), targets=targets
+    )
     obs = jax.vmap(observe)(x, keep_mask, stats.cls_attention, stats.mean_attention)
     return actor.apply(actor_params, obs.obs)
 
@@ -143,7 +191,11 @@ def _two_agent_point(spec: PolicySpec) -> int:
 
 
 def two_agent_score_fn(
-  vit_cfg: vit.ViTConfig, actor: nn.Module, actor_params: Any, spec: PolicySpec
+  vit_cfg: vit.ViTConfig,
+  actor: nn.Module,
+  actor_params: Any,
+  spec: PolicySpec,
+  budget: Optional[float] = None,
 ) -> ScoreFn:
   """Score = logit of the probability that a token survives the vote (either agent votes keep).
 
@@ -151,6 +203,7 @@ def two_agent_score_fn(
   policy; taking each agent's own most likely vote instead would prune everything when both agents
   keep with p < 0.5.
   """
+  del budget
   point = _two_agent_point(spec)
 
   def score(layer: int, x: Array, keep_mask: Array, stats: vit.TokenStats, key: Array) -> Array:
@@ -179,6 +232,9 @@ def _mappo_env(model: vit.VisionTransformer, params: Any, spec: PolicySpec) -> l
     efficiency_weight=spec.efficiency_weight,
     points=spec.points,
     accuracy_clip=spec.accuracy_clip,
+    action_mode=spec.action_mode,
+    budget_schedule=spec.budget_schedule,
+    budget_alpha=spec.budget_alpha,
   )
 
 
@@ -212,7 +268,7 @@ POLICIES: dict[str, PolicyKind] = {
     score_fn=mappo_score_fn,
     fixed_capacities=lambda vit_cfg, spec: None,
     resolve_points=_mappo_points,
-    game_fields=('points',),
+    game_fields=('points', 'action_mode', 'budget_schedule', 'budget_alpha'),
   ),
   'two_agent': PolicyKind(
     make_env=_two_agent_env,
@@ -267,6 +323,28 @@ def make_spec(
     raise UserError(
       f'Policy {kind!r}: target_prune_ratio must be in [0, 1], got {spec.target_prune_ratio!r}.'
     )
+  if spec.action_mode not in pruning_env.ACTION_MODES:
+    raise UserError(
+      f'Policy {kind!r}: action_mode must be one of {", ".join(pruning_env.ACTION_MODES)}, got '
+      f'{spec.action_mode!r}.'
+    )
+  if spec.action_mode == 'budget':
+    if kind != 'mappo':
+      raise UserError(f'Policy {kind!r} has no budget mode; use action_mode=free.')
+    if spec.budget_schedule not in pruning_env.BUDGET_SCHEDULES:
+      raise UserError(
+        f'Policy {kind!r}: budget_schedule must be one of '
+        f'{", ".join(pruning_env.BUDGET_SCHEDULES)}, got {spec.budget_schedule!r}.'
+      )
+    low, high = (tuple(spec.budget_range) + (None, None))[:2]
+    try:
+      if len(spec.budget_range) != 2 or not low <= high:
+        raise ValueError(f'budget_range must be (low, high) with low <= high, got {low}, {high}')
+      spec = spec._replace(
+        budget_range=tuple(pruning_env.check_budget(spec.budget_schedule, b) for b in (low, high))
+      )
+    except (TypeError, ValueError) as e:
+      raise UserError(f'Policy {kind!r}: {e}.') from e
   return spec
 
 
@@ -280,9 +358,13 @@ def make_networks(spec: PolicySpec) -> tuple[networks.Actor, networks.Critic]:
 
 
 def sample_inputs(vit_cfg: vit.ViTConfig, num_envs: int = 1) -> dict[str, Array]:
-  """Zero images and labels shaped like the env inputs, to fix shapes."""
+  """Zero images and labels (and budgets of 1) shaped like the env inputs, to fix shapes."""
   shape = (num_envs, vit_cfg.image_size, vit_cfg.image_size, vit_cfg.num_channels)
-  return {'image': jnp.zeros(shape, jnp.float32), 'label': jnp.zeros((num_envs,), jnp.int32)}
+  return {
+    'image': jnp.zeros(shape, jnp.float32),
+    'label': jnp.zeros((num_envs,), jnp.int32),
+    'budget': jnp.ones((num_envs,), jnp.float32),
+  }
 
 
 def sample_obs(env: learner.EnvFns, vit_cfg: vit.ViTConfig) -> learner.EnvObs:
@@ -419,6 +501,7 @@ def policy_pruner(
   actor_params: Any,
   capacities: Sequence[int],
   threshold: Optional[float] = 0.0,
+  budget: Optional[float] = None,
 ) -> Pruner:
   """The policy as a Pruner named `spec.kind`.
 
@@ -430,12 +513,21 @@ def policy_pruner(
     capacities: tokens (CLS included) that may stay after each layer.
     threshold: 0.0 = the policy's own decisions (greedy) inside the capacities; None = fill the
       capacities with the best-scored tokens.
+    budget: budget mode: the budget b the actor observes (its capacities: `budget_capacities`).
 
   Returns:
     The Pruner.
   """
-  score = policy_kind(spec.kind).score_fn(vit_cfg, actor, actor_params, spec)
+  score = policy_kind(spec.kind).score_fn(vit_cfg, actor, actor_params, spec, budget)
   return Pruner(spec.kind, score, tuple(int(c) for c in capacities), threshold=threshold)
+
+
+def _fixed_capacities(spec: PolicySpec, vit_cfg: vit.ViTConfig, budget: Optional[float]):
+  if spec.action_mode == 'budget':
+    if budget is None:
+      raise ValueError('a budget-mode policy is deployed at a budget: pass budget=')
+    return budget_capacities(vit_cfg, spec, budget)
+  return policy_kind(spec.kind).fixed_capacities(vit_cfg, spec)
 
 
 def probe_pruner(
@@ -443,10 +535,10 @@ def probe_pruner(
 ) -> Optional[Pruner]:
   """The uncapped policy, to count what it keeps (mask mode, validation images); None if fixed.
 
-  `deployed_pruner` buckets its capacities from those counts, unless the kind's capacities are
-  fixed (two_agent), in which case there is nothing to count.
+  `deployed_pruner` buckets its capacities from those counts, unless they are fixed (two_agent's
+  target, a budget-mode policy's budget), in which case there is nothing to count.
   """
-  if policy_kind(spec.kind).fixed_capacities(vit_cfg, spec) is not None:
+  if spec.action_mode == 'budget' or policy_kind(spec.kind).fixed_capacities(vit_cfg, spec):
     return None
   return policy_pruner(spec, vit_cfg, actor, actor_params, uncapped(vit_cfg))
 
@@ -460,6 +552,7 @@ def deployed_pruner(
   *,
   quantile: float,
   bucket: int,
+  budget: Optional[float] = None,
 ) -> Pruner:
   """The policy as it is deployed in compact execution.
 
@@ -469,18 +562,21 @@ def deployed_pruner(
     actor: the actor network.
     actor_params: its parameters.
     kept_counts: (images, layers) tokens `probe_pruner` kept on validation images; ignored (may be
-      None) when the kind's capacities are fixed.
+      None) when the capacities are fixed.
     quantile: capacity quantile of the kept counts (see `bucket_capacities`).
     bucket: capacities are multiples of this.
+    budget: budget mode: the budget b to deploy at.
 
   Returns:
-    two_agent: its target-ratio capacities, filled (threshold None); mappo: capacities bucketed from
-    `kept_counts`, the policy's own decisions inside them (threshold 0). ValueError if mappo's
-    `kept_counts` is None.
+    budget mode: the capacities of budget b filled by the actor's logits (threshold None), which is
+    the policy's own greedy decision (top-k_t); two_agent: its target-ratio capacities, filled;
+    free mappo: capacities bucketed from `kept_counts`, the policy's own decisions inside them
+    (threshold 0). ValueError if free mappo's `kept_counts` or a budget-mode policy's budget is
+    None.
   """
-  fixed = policy_kind(spec.kind).fixed_capacities(vit_cfg, spec)
+  fixed = _fixed_capacities(spec, vit_cfg, budget)
   if fixed is not None:
-    return policy_pruner(spec, vit_cfg, actor, actor_params, fixed, threshold=None)
+    return policy_pruner(spec, vit_cfg, actor, actor_params, fixed, threshold=None, budget=budget)
   if kept_counts is None:
     raise ValueError(f'a {spec.kind} policy needs the kept counts of its probe_pruner')
   capacities = bucket_capacities(kept_counts, vit_cfg.num_tokens, quantile, bucket)

@@ -24,9 +24,19 @@ where s_t = (L - 1 - p_t) / L is the share of the blocks a token pruned after bl
 runs, y is the true label, the unpruned log-probability comes from the same frozen ViT, and
 c = `accuracy_clip`. The shared term makes the agents collaborate on the prediction; the individual
 term makes each of them want to leave.
+
+Action modes (`ACTION_MODES`):
+- 'free' (RL4EViT): each agent decides alone, so the kept count varies per image.
+- 'budget': at point t the agents jointly keep exactly k_t patches (a top-k draw, see
+  `rl.learner`), k_t from a budget schedule (`budget_counts`) of a per-image budget b given with
+  the inputs: 'geometric' keeps the share b of the remaining patches at each point (b = 0.7 gives
+  the literature's 0.7 / 0.49 / 0.343), 'cls_attention' keeps seed 002's schedule with r_max = b.
+  Compute is then fixed by b, so there is no efficiency reward (only the accuracy term), and the
+  agents and the critic also observe the targets k_t / P and k_(t+1) / P (P patches; 0 after the
+  last point), so one policy serves every budget.
 """
 
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +57,48 @@ class PruningState(NamedTuple):
   label: Array
   ref_log_prob: Array  # log p(y) of the unpruned ViT.
   correct: Array  # 1.0 if the pruned prediction is right (set at the last step).
+  counts: Array  # (T,) int32 patches kept at each point (budget mode; free mode: all of them).
+
+
+ACTION_MODES = ('free', 'budget')
+BUDGET_SCHEDULES = ('geometric', 'cls_attention')
+
+
+def budget_counts(
+  vit_cfg: vit.ViTConfig, points: Sequence[int], schedule: str, budget: Any, alpha: float = 1.0
+) -> Array:
+  """Patches (T,) int32 kept at each pruning point under budget b (a float or a traced scalar).
+
+  'geometric': floor(P * b^(t+1)) at the t-th point; 'cls_attention': seed 002's per-layer
+  schedule (`pruning.schedules.tokens_per_layer`) with r_max = b and `alpha`, read after each
+  point's block. At least one patch; never more than at the point before. Computed in float32
+  with jnp, so training (traced per-image budgets) and deployment (a Python float) agree.
+  """
+  p = vit_cfg.num_patches
+  b = jnp.asarray(budget, jnp.float32)
+  if schedule == 'geometric':
+    kept = [jnp.floor(p * b ** (t + 1) + 1e-4) for t in range(len(points))]
+  elif schedule == 'cls_attention':
+    patches, per_layer = jnp.asarray(p, jnp.float32), []
+    for layer in range(vit_cfg.num_layers):
+      ratio = 1.0 - b * ((layer + 1) / vit_cfg.num_layers) ** alpha
+      patches = jnp.maximum(1.0, jnp.floor(patches * ratio + 1e-4))
+      per_layer.append(patches)
+    kept = [per_layer[q] for q in points]
+  else:
+    raise ValueError(f'budget schedule must be one of {BUDGET_SCHEDULES}, got {schedule!r}')
+  kept = jnp.clip(jnp.stack(kept), 1, p)
+  return jax.lax.cummin(kept).astype(jnp.int32)
+
+
+def check_budget(schedule: str, budget: float) -> float:
+  """`budget` as a float; ValueError unless it lies in (0, 1] (geometric) or [0, 1] (r_max)."""
+  budget = float(budget)
+  low_ok = budget > 0.0 if schedule == 'geometric' else budget >= 0.0
+  if not (low_ok and budget <= 1.0):
+    bounds = '(0, 1]' if schedule == 'geometric' else '[0, 1]'
+    raise ValueError(f'a {schedule} budget must be in {bounds}, got {budget}')
+  return budget
 
 
 def default_points(num_layers: int) -> tuple[int, ...]:
@@ -68,8 +120,8 @@ def check_points(num_layers: int, points: Sequence[int]) -> tuple[int, ...]:
   return points
 
 
-def num_features(vit_cfg: vit.ViTConfig) -> int:
-  return vit_cfg.hidden_size + 6
+def num_features(vit_cfg: vit.ViTConfig, action_mode: str = 'free') -> int:
+  return vit_cfg.hidden_size + (8 if action_mode == 'budget' else 6)
 
 
 def embed_one(model: vit.VisionTransformer, params: Any, image: Array) -> Array:
@@ -105,6 +157,8 @@ def observe(
   cls_attention: Array,
   mean_attention: Array,
   num_points: int,
+  targets: Optional[Array] = None,
+  choose: Optional[Array] = None,
 ) -> EnvObs:
   """Agents' observations and the critic's state of one image.
 
@@ -119,9 +173,13 @@ def observe(
     cls_attention: (slots,) of the last block run.
     mean_attention: (slots,) of the last block run.
     num_points: T, the number of pruning points.
+    targets: budget mode: (2,) the kept fractions due at this point and the next, appended to every
+      token's features and to the global state; None = free mode.
+    choose: budget mode: the patches to keep at this point (`EnvObs.choose`).
 
   Returns:
-    EnvObs without the env axis: obs (slots, D + 6), global_state (2D + 2,), alive, acting (slots,).
+    EnvObs without the env axis: obs (slots, D + 6 [+ 2]), global_state (2D + 2 [+ 2],), alive,
+    acting (slots,) and choose (budget mode).
   """
   n = vit_cfg.num_tokens
   x = jax.lax.stop_gradient(x.astype(jnp.float32))
@@ -129,29 +187,49 @@ def observe(
   redundancy = -pruners.similarity_score(0, x[None], keep[None], None, None)[0]
   frac = jnp.sum(keep[1:]) / (n - 1)
   t_frac = t.astype(jnp.float32) / num_points
-  per_token = jnp.stack(
-    [
-      cls_attention * n,
-      mean_attention * n,
-      redundancy,
-      jnp.full((slots,), t_frac),
-      jnp.full((slots,), frac),
-      keep,
-    ],
-    axis=-1,
-  )
-  obs = jnp.concatenate([x, per_token], axis=-1)
+  columns = [
+    cls_attention * n,
+    mean_attention * n,
+    redundancy,
+    jnp.full((slots,), t_frac),
+    jnp.full((slots,), frac),
+    keep,
+  ]
+  shared = [t_frac, frac]
+  if targets is not None:
+    columns += [jnp.full((slots,), targets[0]), jnp.full((slots,), targets[1])]
+    shared += [targets[0], targets[1]]
+  obs = jnp.concatenate([x, jnp.stack(columns, axis=-1)], axis=-1)
   pooled = jnp.sum(x * keep[:, None], axis=0) / jnp.maximum(jnp.sum(keep), 1.0)
-  global_state = jnp.concatenate([pooled, x[0], jnp.stack([t_frac, frac])])
+  global_state = jnp.concatenate([pooled, x[0], jnp.stack(shared)])
   # Every patch token stays in the episode (it shares the final reward); only kept ones still
   # decide. CLS is not an agent.
   alive = jnp.ones_like(keep).at[0].set(0.0)
-  return EnvObs(obs=obs, global_state=global_state, alive=alive, acting=keep.at[0].set(0.0))
+  return EnvObs(
+    obs=obs, global_state=global_state, alive=alive, acting=keep.at[0].set(0.0), choose=choose
+  )
 
 
-def _observe_state(vit_cfg: vit.ViTConfig, state: PruningState, num_points: int) -> EnvObs:
+def budget_targets(vit_cfg: vit.ViTConfig, counts: Array, t: Array) -> Array:
+  """(2,) the kept fractions k_t / P and k_(t+1) / P (0 after the last point) of counts (T,)."""
+  fractions = jnp.concatenate([counts.astype(jnp.float32), jnp.zeros((1,))]) / vit_cfg.num_patches
+  return jnp.stack([fractions[t], fractions[t + 1]])
+
+
+def _observe_state(
+  vit_cfg: vit.ViTConfig, state: PruningState, num_points: int, budget: bool
+) -> EnvObs:
+  t = jnp.minimum(state.t, num_points - 1)
   return observe(
-    vit_cfg, state.x, state.keep, state.t, state.cls_attention, state.mean_attention, num_points
+    vit_cfg,
+    state.x,
+    state.keep,
+    state.t,
+    state.cls_attention,
+    state.mean_attention,
+    num_points,
+    targets=budget_targets(vit_cfg, state.counts, t) if budget else None,
+    choose=state.counts[t] if budget else None,
   )
 
 
@@ -163,8 +241,13 @@ def make_env(
   efficiency_weight: float,
   points: Sequence[int] = (),
   accuracy_clip: float = 5.0,
+  action_mode: str = 'free',
+  budget_schedule: str = 'geometric',
+  budget_alpha: float = 1.0,
 ) -> EnvFns:
   """The game over batches of {'image': (E, H, W, C), 'label': (E,)} for the frozen ViT.
+
+  Budget mode also needs 'budget': (E,) float32, each image's budget b (see `budget_counts`).
 
   Args:
     model: the VisionTransformer.
@@ -173,11 +256,21 @@ def make_env(
     efficiency_weight: w_e, weight of each pruned token's efficiency reward.
     points: blocks after which the agents act; () = every block but the last.
     accuracy_clip: c, floor on the log-probability change in the accuracy reward.
+    action_mode: 'free' or 'budget' (`ACTION_MODES`).
+    budget_schedule: budget mode: 'geometric' or 'cls_attention' (`BUDGET_SCHEDULES`).
+    budget_alpha: the cls_attention schedule's alpha.
 
   Returns:
     The EnvFns (T = len(points) steps), with metrics 'kept_fraction' and 'accuracy'.
-    Bad points are a ValueError.
+    Bad points, modes or schedules are a ValueError.
   """
+  if action_mode not in ACTION_MODES:
+    raise ValueError(f'action mode must be one of {ACTION_MODES}, got {action_mode!r}')
+  if budget_schedule not in BUDGET_SCHEDULES:
+    raise ValueError(f'budget schedule must be one of {BUDGET_SCHEDULES}, got {budget_schedule!r}')
+  budget_mode = action_mode == 'budget'
+  if budget_mode:  # The budget fixes the compute: only the accuracy term is left.
+    efficiency_weight = 0.0
   vit_cfg = model.config
   points = check_points(vit_cfg.num_layers, tuple(points) or default_points(vit_cfg.num_layers))
   num_points = len(points)
@@ -190,8 +283,12 @@ def make_env(
     [(vit_cfg.num_layers - 1 - p) / vit_cfg.num_layers for p in points], jnp.float32
   )
 
-  def reset_one(image: Array, label: Array) -> tuple[PruningState, EnvObs]:
+  def reset_one(image: Array, label: Array, budget: Array) -> tuple[PruningState, EnvObs]:
     keep = jnp.ones((vit_cfg.num_tokens,), jnp.float32)
+    if budget_mode:
+      counts = budget_counts(vit_cfg, points, budget_schedule, budget, budget_alpha)
+    else:
+      counts = jnp.full((num_points,), vit_cfg.num_patches, jnp.int32)
     x0 = embed_one(model, params, image)
     x, stats = run_blocks(model, params, x0, keep, range(points[0] + 1))
     full, _ = run_blocks(model, params, x, keep, range(points[0] + 1, vit_cfg.num_layers))
@@ -205,15 +302,16 @@ def make_env(
       label=label,
       ref_log_prob=ref,
       correct=jnp.zeros(()),
+      counts=counts,
     )
-    return state, _observe_state(vit_cfg, state, num_points)
+    return state, _observe_state(vit_cfg, state, num_points, budget_mode)
 
   def step_one(
     state: PruningState, action: Array, t: int
   ) -> tuple[PruningState, EnvObs, Array, Array]:
     """Pruning point t (a Python int: every image is at the same point) on one image."""
     deciding = state.keep.at[0].set(0.0)
-    keep = state.keep * jnp.where(deciding > 0, action.astype(jnp.float32), 1.0)
+    keep = state.keep * jnp.where(deciding > 0, (action > 0).astype(jnp.float32), 1.0)
     pruned_now = deciding * (1.0 - keep)
     x, stats = run_blocks(model, params, state.x, keep, segments[t])
     last = t == num_points - 1
@@ -233,13 +331,16 @@ def make_env(
     )
     done = jnp.full((vit_cfg.num_tokens,), float(last))
     info_obs = _observe_state(
-      vit_cfg, new._replace(t=jnp.minimum(new.t, num_points - 1)), num_points
+      vit_cfg, new._replace(t=jnp.minimum(new.t, num_points - 1)), num_points, budget_mode
     )
     return new, info_obs, reward, done
 
   def reset(key: Array, inputs: dict[str, Array]) -> tuple[PruningState, EnvObs]:
     del key
-    return jax.vmap(reset_one)(inputs['image'], inputs['label'])
+    if budget_mode and 'budget' not in inputs:
+      raise ValueError("a budget-mode game needs inputs['budget'], one budget per image")
+    budget = inputs.get('budget', jnp.ones(inputs['label'].shape, jnp.float32))
+    return jax.vmap(reset_one)(inputs['image'], inputs['label'], budget)
 
   def step_at(t: int):
     """The step at pruning point t: only segment t of the ViT runs."""

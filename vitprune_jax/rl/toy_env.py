@@ -15,6 +15,7 @@ Randomness comes only from the keys, drawn on global (E, A) arrays, so it does n
 is sharded.
 """
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -84,3 +85,50 @@ def make_toy_env(num_agents: int, num_features: int, num_steps: int) -> EnvFns:
     return next_state, observe(next_state), reward, done
 
   return EnvFns(reset, step, num_steps)
+
+
+class TeamState(NamedTuple):
+  bit: jax.Array  # (E, A) float 1/0.
+  distractors: jax.Array  # (E, A, F - 1)
+
+
+def optimal_team_return(num_agents: int, k: int) -> float:
+  """Expected team reward of the optimal joint choice, E[min(#ones, k) / k] over fair bits."""
+  total = sum(math.comb(num_agents, ones) * min(ones, k) / k for ones in range(num_agents + 1))
+  return total / 2.0**num_agents
+
+
+def make_team_env(num_agents: int, num_features: int, k: int) -> EnvFns:
+  """A one-step team game in top-k mode: the A agents jointly keep exactly k of themselves.
+
+  Each agent sees its fair random bit (feature 0, as +-1) and the distractors of `inputs`
+  (`make_toy_inputs`); every agent gets the same reward, the share of the kept agents whose bit is
+  1. No agent can earn it alone: it is the team's choice that pays. A random choice earns 0.5 on
+  average; keeping the 1-bits first earns `optimal_team_return(num_agents, k)`.
+  """
+  if not 1 <= k <= num_agents:
+    raise ValueError(f'k={k} must be in [1, num_agents={num_agents}].')
+
+  def observe(state: TeamState, t: int) -> EnvObs:
+    obs = jnp.concatenate([(2.0 * state.bit - 1.0)[..., None], state.distractors], axis=-1)
+    e = state.bit.shape[0]
+    alive = jnp.ones_like(state.bit)
+    acting = alive * (1.0 - t)  # No decisions after the step.
+    global_state = jnp.concatenate([jnp.mean(state.bit, -1, keepdims=True), jnp.ones((e, 1))], -1)
+    return EnvObs(obs, global_state, alive, acting=acting, choose=jnp.full((e,), k, jnp.int32))
+
+  def reset(key: jax.Array, inputs: jax.Array) -> tuple[TeamState, EnvObs]:
+    bit = jax.random.bernoulli(key, 0.5, inputs.shape[:2]).astype(jnp.float32)
+    state = TeamState(bit, inputs.astype(jnp.float32))
+    return state, observe(state, 0)
+
+  def step(
+    key: jax.Array, state: TeamState, actions: jax.Array
+  ) -> tuple[TeamState, EnvObs, jax.Array, jax.Array]:
+    del key
+    kept = (actions > 0).astype(jnp.float32)
+    team = jnp.sum(kept * state.bit, -1, keepdims=True) / k
+    reward = jnp.broadcast_to(team, state.bit.shape)
+    return state, observe(state, 1), reward, jnp.ones_like(reward)
+
+  return EnvFns(reset, step, 1)
