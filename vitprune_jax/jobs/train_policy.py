@@ -254,12 +254,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   info = input_pipeline.get_info(spec_data)
   p = config.ppo
   group = learner.shuffle_group(env.num_steps, p.num_minibatches)
-  if (p.num_envs // jax.device_count() * p.rollouts_per_input) % group:
+  devices = mesh.devices.size
+  if (p.num_envs // devices * p.rollouts_per_input) % group:
     raise UserError(
-      f'--config.ppo.num_envs={p.num_envs} over {jax.device_count()} devices cannot be cut into '
-      f'{p.num_minibatches} minibatches of the {env.num_steps} pruning steps: use a multiple of '
-      f'{group * jax.device_count()} envs, or a number of minibatches that divides '
-      f'{env.num_steps}.'
+      f'--config.ppo.num_envs={p.num_envs} x rollouts_per_input={p.rollouts_per_input} plays '
+      f'over {devices} devices cannot be cut into {p.num_minibatches} minibatches of the '
+      f'{env.num_steps} pruning steps: make the plays per device a multiple of {group}, or use a '
+      f'number of minibatches that divides {env.num_steps}.'
     )
   steps_per_epoch = info.split_sizes['train'] // p.num_envs
   if steps_per_epoch == 0:
