@@ -62,6 +62,26 @@ def policy_spec(
     raise UserError(f'--config.{key}: {e}') from e
 
 
+def _on_validation(
+  config: ml_collections.ConfigDict,
+  model: vit.VisionTransformer,
+  params: Any,
+  pruner: pruning.Pruner,
+  mesh: jax.sharding.Mesh,
+  execution: str,
+) -> evaluate.EvalResult:
+  """`pruner` over the validation split with the config's seed."""
+  return evaluate.evaluate_params(
+    model,
+    params,
+    common.split_batches(config, 'validation')(),
+    mesh=mesh,
+    pruner=pruner,
+    execution=execution,
+    rng=jax.random.PRNGKey(config.seed),
+  )
+
+
 def deployed_pruner(
   config: ml_collections.ConfigDict,
   model: vit.VisionTransformer,
@@ -80,15 +100,7 @@ def deployed_pruner(
   probe = policies.probe_pruner(spec, vit_cfg, actor, actor_params)
   kept = None
   if probe is not None:  # Capacities from what the policy keeps on validation images.
-    kept = evaluate.evaluate_params(
-      model,
-      params,
-      common.split_batches(config, 'validation')(),
-      mesh=mesh,
-      pruner=probe,
-      execution='mask',
-      rng=jax.random.PRNGKey(config.seed),
-    ).kept_counts
+    kept = _on_validation(config, model, params, probe, mesh, 'mask').kept_counts
   try:
     return policies.deployed_pruner(
       spec,
@@ -122,15 +134,7 @@ def validation_accuracy(
   accuracies = []
   for budget in deploy_budgets(config, spec):
     pruner = deployed_pruner(config, model, params, actor, actor_params, spec, mesh, budget)
-    result = evaluate.evaluate_params(
-      model,
-      params,
-      common.split_batches(config, 'validation')(),
-      mesh=mesh,
-      pruner=pruner,
-      execution=config.prune.execution,
-      rng=jax.random.PRNGKey(config.seed),
-    )
+    result = _on_validation(config, model, params, pruner, mesh, config.prune.execution)
     accuracies.append(result.accuracy)
   return float(np.mean(accuracies))
 
