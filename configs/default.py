@@ -11,7 +11,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  # The job: train | evaluate | sweep | train_policy | finetune | import_weights
+  # The job: train | evaluate | sweep | pareto | train_policy | finetune | import_weights
   # (vitprune_jax/jobs/).
   config.mode = 'train'
   config.seed = 0  # Seeds params, data order, augmentation, dropout and the policies' sampling.
@@ -138,6 +138,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.ppo.log_every_steps = 10  # Metrics cadence, in updates.
   config.ppo.checkpoint_every_steps = 50  # Checkpoint cadence, in updates.
 
+  # mode=pareto: every method at matched GFLOPs levels, on eval.split, in compact mode. The
+  # capacities at a level are those of the budget game (game.pruning_points, game.budget_schedule,
+  # game.budget_alpha) at the budget that comes closest to the level from below; learned policies
+  # (budget mode, that game) come from init.policy_dirs, random is run deploy.random_seeds times.
+  config.pareto = ml_collections.ConfigDict()
+  config.pareto.levels = (0.8, 0.65, 0.55, 0.45)  # Shares of the unpruned GFLOPs.
+  config.pareto.methods = ('greedy', 'cls_attention', 'mean_attention', 'similarity')
+
   # The pruning game a policy learns (vitprune_jax/rl/pruning_env.py, two_agent_env.py).
   config.game = ml_collections.ConfigDict()
   # mappo (RL4EViT: per-token agents at every pruning point) | two_agent (attention + similarity).
@@ -150,6 +158,11 @@ def get_config() -> ml_collections.ConfigDict:
   # ...and lambda in reward = accuracy - lambda * |achieved - target|.
   config.game.ratio_penalty = 2.0
   config.game.two_agent_point = 0  # two_agent: the block after which both agents vote.
+  # mappo, free mode: a target for the kept compute (the share of patch-block passes that run,
+  # 'kept_compute'); > 0 makes efficiency_weight the initial value of a Lagrange multiplier that
+  # moves by lagrange_lr * (kept_compute - target) after every update (RCPO). 0 = fixed weight.
+  config.game.compute_target = 0.0
+  config.game.lagrange_lr = 0.05
   # mappo: free (RL4EViT: each token decides alone) | budget (the tokens jointly keep exactly k_t
   # at point t, a Gumbel-top-k draw; no efficiency reward: the budget fixes the compute).
   config.game.action_mode = 'free'

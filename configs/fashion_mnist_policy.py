@@ -6,11 +6,14 @@
       --workdir runs/fashion_two_agent
   python -m vitprune_jax.main --config configs/fashion_mnist_policy.py:budget \
       --workdir runs/fashion_budget
+  python -m vitprune_jax.main --config configs/fashion_mnist_policy.py:rcpo \
+      --workdir runs/fashion_rcpo
 
 Variants: `mappo` (free mode, RL4EViT), `two_agent`, and `budget` (MAPPO in budget mode: exactly
 floor(49 b^(t+1)) patches after block t, b drawn from [0.6, 0.9] per image in training, deployed at
 b = 0.7, 0.77 (0.55x GFLOPs) and 0.85; 4 plays of each image with leave-one-out advantages;
-checkpoints selected on validation).
+checkpoints selected on validation), and `rcpo` (free mode with a Lagrange multiplier on the kept
+compute, target 0.55, instead of a fixed efficiency weight).
 
 Expected (test): mappo 0.59x GFLOPs at -1.0 pt on validation, about 150 s; two_agent 86.75 % at
 0.58x against random 84.22 % (README, "Results").
@@ -32,6 +35,10 @@ def get_config(variant: str = 'mappo'):
     # three budgets, falling with training) : 4 plays of 32 images, leave-one-out, 88.56 %.
     config.ppo.rollouts_per_input = 4
     config.ppo.num_envs = 32
+  elif variant == 'rcpo':
+    config.game.compute_target = 0.55
+    config.game.efficiency_weight = 0.01  # The multiplier's start (the mappo variant's weight).
+    config.game.lagrange_lr = 0.02
   elif variant == 'mappo':
     # Chosen on validation from {0.1, 0.03, 0.01}: 0.59x GFLOPs at -1.0 pt there.
     config.game.efficiency_weight = 0.01

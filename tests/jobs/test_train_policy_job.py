@@ -90,12 +90,19 @@ def test_budget_mode_deploys_each_budget_and_keeps_the_best_on_validation(vit_ru
 @pytest.mark.slow
 def test_resume_and_reuse_by_evaluate(vit_run, tmp_path):
   config, vit_dir = vit_run
-  train_policy.run(_policy_config(config, vit_dir, 'mappo', 2), str(tmp_path))
-  resumed = _policy_config(config, vit_dir, 'mappo', 4)
-  train_policy.run(resumed, str(tmp_path))
+
+  def constrained(updates):  # RCPO: the efficiency weight is a multiplier that moves.
+    c = _policy_config(config, vit_dir, 'mappo', updates)
+    c.game.compute_target, c.game.lagrange_lr, c.game.efficiency_weight = 0.3, 0.5, 0.03
+    return c
+
+  train_policy.run(constrained(2), str(tmp_path))
+  resumed = train_policy.run(constrained(4), str(tmp_path))
   assert checkpoints.Checkpointer(str(tmp_path / 'policy'), read_only=True).latest_step() == 4
-  # Exact resume: 2 updates, then 2 more in a new process, equal 4 updates straight.
-  train_policy.run(_policy_config(config, vit_dir, 'mappo', 4), str(tmp_path / 'straight'))
+  # Exact resume: 2 updates, then 2 more in a new process, equal 4 updates straight, multiplier
+  # included (it left its start: kept compute is far above 0.3 after 4 updates).
+  straight = train_policy.run(constrained(4), str(tmp_path / 'straight'))
+  assert resumed['lagrange_multiplier'] == straight['lagrange_multiplier'] > 0.03
   resumed_params, straight_params = (
     checkpoints.Checkpointer(str(d / 'policy'), read_only=True).latest.restore(4)['params']
     for d in (tmp_path, tmp_path / 'straight')
@@ -124,6 +131,10 @@ def test_clear_errors(vit_run, tmp_path):
   c.game.policy = 'genetic'
   with pytest.raises(UserError, match=r"--config.game.policy='genetic': choose one of: mappo"):
     jobs.run(c, str(tmp_path))
+  c = _policy_config(config, vit_dir, 'two_agent', 2)
+  c.game.compute_target = 0.5
+  with pytest.raises(UserError, match='compute_target=0.5 constrains free-mode mappo only'):
+    train_policy.run(c, str(tmp_path))
   c = _policy_config(config, '', 'mappo', 2)
   with pytest.raises(UserError, match='init.vit_dir'):
     train_policy.run(c, str(tmp_path))

@@ -70,6 +70,20 @@ def test_greedy_is_one_shot_within_the_schedule_flops():
   assert flops.vit_flops(CFG, one_more) > flops.vit_flops(CFG, sched.budget)
 
 
+def test_at_capacities_runs_each_heuristic_at_the_given_counts():
+  caps = (65, 40, 30, 20)
+  for name in ('random', 'cls_attention', 'mean_attention', 'similarity'):
+    p = pruning.at_capacities(name, CFG, caps)
+    assert (p.name, p.budget, p.score_fn) == (name, caps, build(name).score_fn)
+  greedy = pruning.at_capacities('greedy', CFG, caps)
+  keep = greedy.budget[0]  # One shot after block 0, the largest count within the GFLOPs.
+  assert greedy.budget == (keep,) * 4
+  assert flops.vit_flops(CFG, greedy.budget) <= flops.vit_flops(CFG, caps)
+  assert flops.vit_flops(CFG, (keep + 1,) * 4) > flops.vit_flops(CFG, caps)
+  with pytest.raises(UserError, match="No heuristic pruner 'none'"):
+    pruning.at_capacities('none', CFG, caps)
+
+
 def test_random_is_reproducible_by_key(model_params_images):
   model, params, images = model_params_images
   pruner = build('random')

@@ -512,3 +512,10 @@ def test_several_plays_per_input_learn_the_team_game():
   greedy = jax.lax.top_k(actor.apply(state.actor_params, obs.obs), 3)[1]
   bits = jnp.take_along_axis((obs.obs[..., 0] > 0).astype(jnp.float32), greedy, axis=-1)
   assert float(jnp.mean(jnp.sum(bits, -1) / 3)) >= toy_env.optimal_team_return(8, 3) - 0.03
+
+
+def test_lagrange_step_ascends_the_dual_and_stays_non_negative():
+  # Over target by 0.1: the multiplier grows by lr * 0.1; under: it shrinks, but not below 0.
+  assert learner.lagrange_step(0.03, cost=0.7, target=0.6, lr=0.05) == pytest.approx(0.035)
+  assert learner.lagrange_step(0.03, cost=0.5, target=0.6, lr=0.05) == pytest.approx(0.025)
+  assert learner.lagrange_step(0.001, cost=0.5, target=0.6, lr=0.05) == 0.0

@@ -86,6 +86,30 @@ def test_rewards_and_who_still_decides(setup):
   assert float(env.metrics(state)['kept_fraction']) == pytest.approx(0.5)
 
 
+def test_per_image_efficiency_weights_and_the_kept_compute(setup):
+  """inputs['efficiency_weight'] (a constrained run's multiplier) replaces w_e image by image."""
+  model, params, inputs = setup
+  env = pruning_env.make_env(model, params, accuracy_weight=1.0, efficiency_weight=0.5)
+  weights = jnp.array([0.0, 0.1, 0.2, 0.4])
+  prune_4 = jnp.ones((4, 17), jnp.int32).at[:, 13:].set(0)  # Patches 13..16 after block 0.
+  prune_4_more = jnp.ones((4, 17), jnp.int32).at[:, 9:13].set(0)  # 9..12 after block 1.
+  state, _, rewards, _ = _play(
+    env, dict(inputs, efficiency_weight=weights), [prune_4, prune_4_more]
+  )
+  np.testing.assert_allclose(rewards[0][:, 13:], weights[:, None] * 2 / 3 * np.ones((1, 4)))
+  np.testing.assert_allclose(rewards[0][:, :13], 0.0)
+  # Kept compute: 4 patches saved 2/3 of the blocks, 4 saved 1/3, 8 saved nothing: 1 - 4/16.
+  assert float(env.metrics(state)['kept_compute']) == pytest.approx(1 - (4 * 2 / 3 + 4 / 3) / 16)
+  # Budget mode ignores them: a budget fixes the compute, there is no efficiency reward.
+  budget_env = pruning_env.make_env(
+    model, params, accuracy_weight=1.0, efficiency_weight=0.5, action_mode='budget'
+  )
+  state, _ = budget_env.reset(
+    jax.random.PRNGKey(0), dict(inputs, efficiency_weight=weights, budget=jnp.full((4,), 0.5))
+  )
+  np.testing.assert_array_equal(state.efficiency_weight, 0.0)
+
+
 def test_the_accuracy_reward_is_the_change_in_log_p_of_the_true_label(setup):
   """Recomputed apart from the env: the ViT run with the same tokens dropped after block 0."""
   model, params, inputs = setup

@@ -78,6 +78,7 @@ def compare_pruners(
   execution: str,
   rng: jax.Array,
   throughput_repeats: int = 0,
+  with_correct: bool = False,
 ) -> list[dict[str, Any]]:
   """Evaluates each pruner on the same batches; one record per pruner, in order.
 
@@ -137,6 +138,8 @@ def compare_pruners(
         'num_examples': result.num_examples,
       }
     )
+    if with_correct:
+      records[-1]['correct'] = result.correct
   full = pruning.gflops(vit_cfg, [vit_cfg.num_tokens] * vit_cfg.num_layers)
   for r in records:
     r['gflops_ratio'] = r['gflops'] / full

@@ -30,6 +30,7 @@ class EvalResult(NamedTuple):
   compile_time_s: float
   tokens_per_layer: list[float]  # Mean tokens (CLS included) kept after each layer.
   kept_counts: np.ndarray  # (num_examples, layers) int: tokens each image kept after each layer.
+  correct: np.ndarray  # (num_examples,) bool: top-1 right, in the order of the batches.
 
 
 @functools.lru_cache(maxsize=64)
@@ -123,4 +124,5 @@ def evaluate_params(
     compile_time_s=compile_time,
     tokens_per_layer=[float(v) for v in cat['kept'][keep].mean(axis=0)],
     kept_counts=cat['kept'][keep],
+    correct=cat['pred'][keep] == cat['label'][keep],
   )

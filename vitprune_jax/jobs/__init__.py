@@ -18,6 +18,7 @@ JOBS = {
   'train': 'vitprune_jax.jobs.train',
   'evaluate': 'vitprune_jax.jobs.evaluate',
   'sweep': 'vitprune_jax.jobs.sweep',
+  'pareto': 'vitprune_jax.jobs.pareto',
   'train_policy': 'vitprune_jax.jobs.train_policy',
   'finetune': 'vitprune_jax.jobs.finetune',
   'import_weights': 'vitprune_jax.jobs.import_weights',

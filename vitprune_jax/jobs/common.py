@@ -10,6 +10,8 @@ import csv
 import io
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
@@ -133,6 +135,7 @@ def compare_on_split(
   throughput_repeats: int,
   warm: bool = True,
   seed: Optional[int] = None,
+  with_correct: bool = False,
 ) -> list[dict[str, Any]]:
   """`compare.compare_pruners` on `split` with the config's execution and seed (or `seed`);
   records carry the split. `warm`: one untimed pass over the split first (skip it when the split
@@ -149,6 +152,7 @@ def compare_on_split(
     execution=config.prune.execution,
     rng=jax.random.PRNGKey(config.seed if seed is None else seed),
     throughput_repeats=throughput_repeats,
+    with_correct=with_correct,
   )
   for r in records:
     r['split'] = split
@@ -174,6 +178,28 @@ def write_records(
       writer.writerow(
         {k: (' '.join(map(str, v)) if isinstance(v, list) else v) for k, v in r.items()}
       )
+
+
+def provenance(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What made a result: the command line, the config and the git commit of the code (with
+  `dirty` when the tree had changes; None outside a git checkout)."""
+  here = os.path.dirname(os.path.abspath(__file__))
+
+  def git(*args):
+    try:
+      out = subprocess.run(['git', *args], cwd=here, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+      return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+  commit = git('rev-parse', 'HEAD')
+  status = git('status', '--porcelain', '--untracked-files=no') if commit else None
+  return {
+    'command': ' '.join(['python -m vitprune_jax.main'] + sys.argv[1:]),
+    'git_commit': commit,
+    'git_dirty': bool(status) if commit else None,
+    'config': json.loads(config.to_json_best_effort()),
+  }
 
 
 def write_json(workdir: str, name: str, values: dict[str, Any]) -> None:

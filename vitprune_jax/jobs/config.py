@@ -61,7 +61,7 @@ RENAMED = {
   'rl.finetune_pruner': 'finetune.train_on',
 }
 
-MODES = ('train', 'evaluate', 'sweep', 'train_policy', 'finetune', 'import_weights')
+MODES = ('train', 'evaluate', 'sweep', 'pareto', 'train_policy', 'finetune', 'import_weights')
 SPLITS = ('train', 'validation', 'test')
 
 
@@ -218,6 +218,8 @@ CHECKS = {
   'game.target_prune_ratio': _in_range(0.0, 1.0, hi_open=True),
   'game.ratio_penalty': _non_negative,
   'game.two_agent_point': _int_at_least(0),
+  'game.compute_target': _in_range(0.0, 1.0, hi_open=True),
+  'game.lagrange_lr': _non_negative,
   'game.action_mode': _choice('free', 'budget'),
   'game.budget_schedule': _choice('geometric', 'cls_attention'),
   'game.budget_alpha': _positive,
@@ -226,6 +228,7 @@ CHECKS = {
   'deploy.capacity_bucket': _int_at_least(1),
   'deploy.budgets': _numbers(_in_range(0.0, 1.0)),
   'deploy.random_seeds': _int_at_least(1),
+  'pareto.levels': _numbers(_in_range(0.0, 1.0, lo_open=True, hi_open=True)),
   'finetune.train_on': _choice('policy', 'deployed'),
 }
 

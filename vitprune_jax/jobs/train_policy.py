@@ -29,6 +29,8 @@ from vitprune_jax.models import vit
 from vitprune_jax.rl import learner, policies
 from vitprune_jax.training import loop
 
+LAGRANGE_KEY = 'lagrange_multiplier'  # Checkpoint metadata: the RCPO multiplier.
+
 
 def ppo_config(config: ml_collections.ConfigDict) -> learner.PPOConfig:
   return learner.PPOConfig(**{k: config.ppo[k] for k in learner.PPOConfig._fields})
@@ -148,6 +150,18 @@ def train_budgets(
     return None
   rng = np.random.default_rng([seed, update, jax.process_index()])
   return rng.uniform(*spec.budget_range, size=num_envs).astype(np.float32)
+
+
+def compute_target(config: ml_collections.ConfigDict, spec: policies.PolicySpec) -> float:
+  """`game.compute_target` (0 = a fixed efficiency weight); a UserError outside free mappo."""
+  target = float(config.game.compute_target)
+  if target > 0 and (spec.kind != 'mappo' or spec.action_mode != 'free'):
+    raise UserError(
+      f'--config.game.compute_target={target:g} constrains free-mode mappo only (a budget fixes '
+      'the compute, two_agent has target_prune_ratio): set it to 0 or use game.policy=mappo, '
+      'game.action_mode=free.'
+    )
+  return target
 
 
 def learned_pruners(
@@ -274,6 +288,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   init_key, loop_key = jax.random.split(jax.random.PRNGKey(config.seed))
   state = policies.init_learner_state(init_key, env, actor, critic, ppo, vit_cfg, mesh)
+  target = compute_target(config, spec)
+  multiplier = float(config.game.efficiency_weight)  # RCPO: the Lagrange multiplier's start.
   ckpt = checkpoints.Checkpointer(f'{workdir}/{policies.POLICY_DIR}')
   if ckpt.latest_step() is not None:
     nets, opt, saved_meta = ckpt.restore_latest(*policies.to_checkpoint(state))
@@ -284,6 +300,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         f'{saved.points}, target {saved.target_prune_ratio}); use another --workdir.'
       )
     state = policies.from_checkpoint(nets, opt)
+    multiplier = float(saved_meta.get(LAGRANGE_KEY, multiplier))
     logging.info('Resumed the policy at update %d.', int(state.step))
   start = int(state.step)
 
@@ -299,8 +316,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     budgets = train_budgets(spec, config.seed, u, batch['label'].shape[0])
     if budgets is not None:
       local['budget'] = budgets
+    if target > 0:  # The multiplier is the efficiency weight of every image of this update.
+      local['efficiency_weight'] = np.full(batch['label'].shape, multiplier, np.float32)
     inputs = parallel.shard_batch(local, mesh)
     state, metrics = update(state, inputs, jax.random.fold_in(loop_key, u - 1))
+    if target > 0:
+      metrics = dict(metrics, lagrange_multiplier=multiplier)
+      multiplier = learner.lagrange_step(
+        multiplier, float(metrics['kept_compute']), target, config.game.lagrange_lr
+      )
     if loop.itstime(u, p.log_every_steps, p.num_updates):
       values = {k: float(v) for k, v in metrics.items()}
       if not np.isfinite(values['total_loss']):
@@ -309,16 +333,25 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           f'checkpoint in {workdir} is kept. Lower --config.ppo.actor_lr.'
         )
       writer.write_scalars(u, values)
+      constrained = (
+        f', kept compute {values["kept_compute"]:.3f} (target {target:g}), multiplier '
+        f'{values["lagrange_multiplier"]:.4f}'
+        if target > 0
+        else ''
+      )
       logging.info(
-        'Update %d/%d: return %.3f, kept %.3f; %s',
+        'Update %d/%d: return %.3f, kept %.3f%s; %s',
         u,
         p.num_updates,
         values['episode_return'],
         values.get('kept_fraction', float('nan')),
+        constrained,
         eta(u),
       )
     if loop.itstime(u, p.checkpoint_every_steps, p.num_updates):
       meta, select = spec.to_meta(), spec.action_mode == 'budget'
+      if target > 0:  # The multiplier of the next update, for an exact resume.
+        meta[LAGRANGE_KEY] = multiplier
       if select:  # Scored on validation; best/ keeps the top one.
         meta[checkpoints.BEST_METRIC] = validation_accuracy(
           config, model, params, actor, state.actor_params, spec, mesh
@@ -356,6 +389,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     'split': config.eval.split,
     'updates': p.num_updates,
     'deployed_update': chosen_step,
+    'compute_target': target,
+    'lagrange_multiplier': multiplier if target > 0 else None,
     'train_time_s': round(train_time, 1),
     'vit_checkpoint': vit_meta['checkpoint_dir'],
   }

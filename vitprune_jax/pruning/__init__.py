@@ -7,13 +7,20 @@ with `model.apply(..., token_selector=make_selector(pruner, execution='compact',
 
 from vitprune_jax.pruning.execution import EXECUTIONS, forward, make_selector
 from vitprune_jax.pruning.flops import gflops, vit_flops
-from vitprune_jax.pruning.pruners import PRUNERS, Pruner, make_pruner, pruner_options
+from vitprune_jax.pruning.pruners import (
+  PRUNERS,
+  Pruner,
+  at_capacities,
+  make_pruner,
+  pruner_options,
+)
 from vitprune_jax.pruning.schedules import keep_ratio, tokens_per_layer
 
 __all__ = [
   'EXECUTIONS',
   'PRUNERS',
   'Pruner',
+  'at_capacities',
   'forward',
   'gflops',
   'keep_ratio',

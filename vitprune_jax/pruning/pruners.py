@@ -132,6 +132,26 @@ PRUNERS: dict[str, Callable[..., Pruner]] = {
 }
 
 
+def at_capacities(name: str, vit_cfg: ViTConfig, capacities: tuple[int, ...]) -> Pruner:
+  """Heuristic `name` at given per-layer capacities (CLS included) instead of its schedule, so
+  several methods run exactly the same token counts. `greedy` keeps its one-shot rule: the
+  largest count after block 0 whose GFLOPs stay within the capacities'. UserError for 'none' or
+  an unknown name."""
+  if name not in PRUNERS or name == 'none':
+    heuristics = ', '.join(n for n in PRUNERS if n != 'none')
+    raise UserError(
+      f'No heuristic pruner {name!r} to run at given capacities; choose from: {heuristics}.'
+    )
+  capacities = tuple(int(c) for c in capacities)
+  if len(capacities) != vit_cfg.num_layers:
+    raise ValueError(f'need {vit_cfg.num_layers} capacities, got {len(capacities)}')
+  if name == 'greedy':
+    keep = matched_one_shot_keep(vit_cfg, list(capacities))
+    budget = schedules.constant_after_first(vit_cfg.num_tokens, vit_cfg.num_layers, keep)
+    return Pruner('greedy', cls_attention_score, tuple(budget))
+  return dataclasses.replace(make_pruner(name, vit_cfg, r_max=0.0, alpha=1.0), budget=capacities)
+
+
 def pruner_options(name: str) -> tuple[str, ...]:
   """The options (keyword arguments) the builder of `PRUNERS[name]` takes, in order."""
   params = inspect.signature(PRUNERS[name]).parameters.values()

@@ -368,6 +368,18 @@ def compute_gae(
   return advantages, advantages + value
 
 
+def lagrange_step(multiplier: float, cost: float, target: float, lr: float) -> float:
+  """One projected dual-ascent step of a Lagrange multiplier on E[cost] <= target (RCPO).
+
+  The constrained problem max E[R] s.t. E[C] <= target has Lagrangian E[R] - lambda (E[C] -
+  target); the policy maximises it for the current lambda (the multiplier is in its reward), and
+  lambda moves on a slower time scale by gradient descent on the Lagrangian's dual:
+  lambda <- max(0, lambda + lr (cost - target)), so it grows while the cost is over target and
+  shrinks (down to 0) while under (Tessler et al., ICLR 2019, eq. 6).
+  """
+  return max(0.0, float(multiplier) + float(lr) * (float(cost) - float(target)))
+
+
 def leave_one_out_advantages(
   reward: Array, done: Array, alive: Array, gamma: float, k: int
 ) -> Array:

@@ -23,7 +23,12 @@ pruned agent just stops acting), with w_e = `efficiency_weight`, w_a = `accuracy
 where s_t = (L - 1 - p_t) / L is the share of the blocks a token pruned after block p_t no longer
 runs, y is the true label, the unpruned log-probability comes from the same frozen ViT, and
 c = `accuracy_clip`. The shared term makes the agents collaborate on the prediction; the individual
-term makes each of them want to leave.
+term makes each of them want to leave. Metric 'kept_compute' = 1 - mean_i s_i over the patches
+(s_i of the point a patch was pruned at, 0 if kept): the share of the patch-block passes that ran.
+
+Constrained free mode (RCPO, Tessler et al., ICLR 2019): inputs['efficiency_weight'] (E,) overrides
+w_e per image, so a training loop can make w_e a Lagrange multiplier on E[kept_compute] and move it
+between updates (`rl.learner.lagrange_step`) until a compute target is met, without a w_e grid.
 
 Action modes (`ACTION_MODES`):
 - 'free' (RL4EViT): each agent decides alone, so the kept count varies per image.
@@ -58,6 +63,8 @@ class PruningState(NamedTuple):
   ref_log_prob: Array  # log p(y) of the unpruned ViT.
   correct: Array  # 1.0 if the pruned prediction is right (set at the last step).
   counts: Array  # (T,) int32 patches kept at each point (budget mode; free mode: all of them).
+  saved: Array  # (N,) share of the blocks each token no longer runs (s_t of its pruning point).
+  efficiency_weight: Array  # w_e of this image (free mode; a constrained run's multiplier).
 
 
 ACTION_MODES = ('free', 'budget')
@@ -248,6 +255,8 @@ def make_env(
   """The game over batches of {'image': (E, H, W, C), 'label': (E,)} for the frozen ViT.
 
   Budget mode also needs 'budget': (E,) float32, each image's budget b (see `budget_counts`).
+  Free mode takes an optional 'efficiency_weight': (E,) float32, each image's w_e (default: the
+  argument).
 
   Args:
     model: the VisionTransformer.
@@ -261,7 +270,8 @@ def make_env(
     budget_alpha: the cls_attention schedule's alpha.
 
   Returns:
-    The EnvFns (T = len(points) steps), with metrics 'kept_fraction' and 'accuracy'.
+    The EnvFns (T = len(points) steps), with metrics 'kept_fraction', 'kept_compute' and
+    'accuracy'.
     Bad points, modes or schedules are a ValueError.
   """
   if action_mode not in ACTION_MODES:
@@ -283,7 +293,9 @@ def make_env(
     [(vit_cfg.num_layers - 1 - p) / vit_cfg.num_layers for p in points], jnp.float32
   )
 
-  def reset_one(image: Array, label: Array, budget: Array) -> tuple[PruningState, EnvObs]:
+  def reset_one(
+    image: Array, label: Array, budget: Array, weight: Array
+  ) -> tuple[PruningState, EnvObs]:
     keep = jnp.ones((vit_cfg.num_tokens,), jnp.float32)
     if budget_mode:
       counts = budget_counts(vit_cfg, points, budget_schedule, budget, budget_alpha)
@@ -303,6 +315,8 @@ def make_env(
       ref_log_prob=ref,
       correct=jnp.zeros(()),
       counts=counts,
+      saved=jnp.zeros((vit_cfg.num_tokens,), jnp.float32),
+      efficiency_weight=jnp.asarray(weight, jnp.float32),
     )
     return state, _observe_state(vit_cfg, state, num_points, budget_mode)
 
@@ -325,9 +339,16 @@ def make_env(
       cls_att, mean_att = stats.cls_attention[0], stats.mean_attention[0]
       accuracy, correct = jnp.zeros(()), state.correct
     # Every token agent (CLS excluded) shares the accuracy term, pruned ones included.
-    reward = (efficiency_weight * saved_share[t] * pruned_now + accuracy).at[0].set(0.0)
+    saved = saved_share[t] * pruned_now
+    reward = (state.efficiency_weight * saved + accuracy).at[0].set(0.0)
     new = state._replace(
-      x=x, keep=keep, t=state.t + 1, cls_attention=cls_att, mean_attention=mean_att, correct=correct
+      x=x,
+      keep=keep,
+      t=state.t + 1,
+      cls_attention=cls_att,
+      mean_attention=mean_att,
+      correct=correct,
+      saved=state.saved + saved,
     )
     done = jnp.full((vit_cfg.num_tokens,), float(last))
     info_obs = _observe_state(
@@ -339,8 +360,15 @@ def make_env(
     del key
     if budget_mode and 'budget' not in inputs:
       raise ValueError("a budget-mode game needs inputs['budget'], one budget per image")
-    budget = inputs.get('budget', jnp.ones(inputs['label'].shape, jnp.float32))
-    return jax.vmap(reset_one)(inputs['image'], inputs['label'], budget)
+    ones = jnp.ones(inputs['label'].shape, jnp.float32)
+    budget = inputs.get('budget', ones)
+    # Budget mode has no efficiency reward (efficiency_weight is 0), whatever the inputs say.
+    weight = (
+      efficiency_weight * ones
+      if budget_mode
+      else inputs.get('efficiency_weight', efficiency_weight * ones)
+    )
+    return jax.vmap(reset_one)(inputs['image'], inputs['label'], budget, weight)
 
   def step_at(t: int):
     """The step at pruning point t: only segment t of the ViT runs."""
@@ -360,6 +388,10 @@ def make_env(
 
   def metrics(state: PruningState) -> dict[str, Array]:
     kept = jnp.sum(state.keep[:, 1:], -1) / (vit_cfg.num_tokens - 1)
-    return {'kept_fraction': jnp.mean(kept), 'accuracy': jnp.mean(state.correct)}
+    return {
+      'kept_fraction': jnp.mean(kept),
+      'kept_compute': 1.0 - jnp.mean(state.saved[:, 1:]),
+      'accuracy': jnp.mean(state.correct),
+    }
 
   return EnvFns(reset=reset, step=step, num_steps=num_points, metrics=metrics, step_at=step_at)

@@ -1,0 +1,22 @@
+"""Every method on the Fashion-MNIST benchmark ViT at matched GFLOPs levels (issue 11's table).
+
+  python -m vitprune_jax.main --config configs/fashion_mnist_pareto.py \
+      --workdir runs/fashion_pareto
+
+Needs runs/fashion (configs/fashion_mnist_vit.py) and the three budget-mode policies of
+results/budget_mappo (configs/fashion_mnist_policy.py:budget, seeds 0-2, in
+runs/fashion_budget_s{0,1,2}). Their game fixes the capacities: every block but the last is a
+pruning point, geometric schedule. Test split, compact mode, no fine-tuning.
+"""
+
+from configs import fashion_mnist_vit
+
+
+def get_config():
+  config = fashion_mnist_vit.get_config()
+  config.mode = 'pareto'
+  config.init.vit_dir = 'runs/fashion'
+  config.init.policy_dirs = tuple(f'runs/fashion_budget_s{s}' for s in range(3))
+  config.pareto.levels = (0.8, 0.65, 0.55, 0.45)
+  config.deploy.random_seeds = 5
+  return config

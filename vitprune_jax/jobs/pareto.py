@@ -1,0 +1,211 @@
+"""`mode=pareto`: every method on one checkpoint at matched GFLOPs levels, one table and one figure.
+
+For each of `pareto.levels` (shares of the unpruned GFLOPs) the budget b of the budget game
+`game.*` (its pruning points, schedule and alpha) whose capacities come closest to the level from
+below fixes the per-layer capacities, and every method runs exactly those on `eval.split`, in
+compact mode:
+- `none` (once);
+- `random` over `deploy.random_seeds` seeds (mean and 95 % t CI);
+- the heuristics of `pareto.methods` (`greedy` keeps its one-shot rule at no more GFLOPs);
+- the budget-mode policies of `init.policy_dirs`, each on its own decisions at budget b (one trained
+  policy serves every level); several runs of one kind are its seeds (mean and CI).
+At each level the best learned method is tested against the best heuristic, paired on the same
+images (McNemar's exact test; for a learned method with several seeds, each seed's run, the
+largest p-value reported). Writes `pareto.{json,csv,md}` and `pareto.png`; the JSON also holds the
+command, the config and the git commit that made it.
+"""
+
+import collections
+import os
+from typing import Any
+
+import jax
+import ml_collections
+from absl import logging
+
+from vitprune_jax import parallel, pruning
+from vitprune_jax.errors import UserError
+from vitprune_jax.evaluation import compare
+from vitprune_jax.evaluation import pareto as pareto_lib
+from vitprune_jax.jobs import common
+from vitprune_jax.rl import policies, pruning_env
+
+
+def schedule_spec(config: ml_collections.ConfigDict, vit_cfg) -> policies.PolicySpec:
+  """The budget game of `game.*` whose capacities every method shares."""
+  g = config.game
+  points = tuple(g.pruning_points) or pruning_env.default_points(vit_cfg.num_layers)
+  try:
+    points = pruning_env.check_points(vit_cfg.num_layers, points)
+  except ValueError as e:
+    raise UserError(f'--config.game.pruning_points: {e}.') from e
+  return policies.PolicySpec(
+    kind='mappo',
+    points=points,
+    action_mode='budget',
+    budget_schedule=g.budget_schedule,
+    budget_alpha=g.budget_alpha,
+  )
+
+
+def check_methods(methods: tuple[str, ...]) -> None:
+  heuristics = [n for n in pruning.PRUNERS if n not in ('none', 'random')]
+  for m in methods:
+    if m not in heuristics:
+      raise UserError(
+        f'--config.pareto.methods: {m!r} is not a heuristic; choose from: {", ".join(heuristics)} '
+        '(none and random are always in; learned policies come from --config.init.policy_dirs).'
+      )
+
+
+def load_policies(config, model, params, mesh, sched: policies.PolicySpec) -> list:
+  """(label, actor, actor params, spec) of every policy dir; each must be a budget-mode policy of
+  the same schedule as `sched`."""
+  found = []
+  for path in config.init.policy_dirs:
+    actor, actor_params, spec = policies.load_policy(path, model, params, mesh)
+    same = (spec.points, spec.budget_schedule, spec.budget_alpha) == (
+      sched.points,
+      sched.budget_schedule,
+      sched.budget_alpha,
+    )
+    if spec.action_mode != 'budget' or not same:
+      raise UserError(
+        f'The policy in {path} is a {spec.action_mode}-mode {spec.kind} policy at points '
+        f'{spec.points} ({spec.budget_schedule} schedule); the Pareto job runs budget-mode '
+        f'policies at its levels, with the capacities of --config.game (points {sched.points}, '
+        f"{sched.budget_schedule} schedule): set those to the policy's, or compare it with "
+        'mode=evaluate.'
+      )
+    found.append((spec.kind, actor, actor_params, spec))
+  return found
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  methods = tuple(config.pareto.methods)
+  check_methods(methods)
+  levels = [float(v) for v in config.pareto.levels]
+  if not levels or any(not 0.0 < v < 1.0 for v in levels):
+    raise UserError(f'--config.pareto.levels={tuple(levels)}: give shares of the GFLOPs in (0, 1).')
+  mesh = parallel.make_mesh()
+  common.check_batch(config, 'eval.batch_size')
+  model, params, meta = common.load_vit(config, config.init.vit_dir or workdir, mesh)
+  vit_cfg = model.config
+  sched = schedule_spec(config, vit_cfg)
+  learned = load_policies(config, model, params, mesh, sched)
+  full = pruning.gflops(vit_cfg, [vit_cfg.num_tokens] * vit_cfg.num_layers)
+
+  def ratio(b: float) -> float:
+    return pruning.gflops(vit_cfg, policies.budget_capacities(vit_cfg, sched, b)) / full
+
+  split, repeats = config.eval.split, config.eval.throughput_repeats
+  common.warm_up(common.split_batches(config, split))
+  records, tests = [], []
+  for index, level in enumerate(levels):
+    try:
+      b, _ = pareto_lib.budget_for_level(ratio, level)
+    except ValueError as e:
+      raise UserError(f'--config.pareto.levels: {e} with the {sched.budget_schedule} schedule.')
+    caps = policies.budget_capacities(vit_cfg, sched, b)
+    logging.info('Level %g: budget b=%g, capacities %s.', level, b, caps)
+    named = [('none', None), ('random', pruning.at_capacities('random', vit_cfg, caps))]
+    named += [(m, pruning.at_capacities(m, vit_cfg, caps)) for m in methods]
+    families = ['none', 'random'] + ['heuristic'] * len(methods)
+    for kind, actor, actor_params, spec in learned:
+      pruner = policies.deployed_pruner(
+        spec, vit_cfg, actor, actor_params, quantile=1.0, bucket=1, budget=b
+      )
+      named.append((kind, pruner))
+      families.append('learned')
+    # One run times every method of the level in rotated order, the unpruned model included.
+    level_records = common.compare_on_split(
+      config,
+      model,
+      params,
+      named,
+      split,
+      mesh,
+      throughput_repeats=repeats,
+      warm=False,
+      with_correct=True,
+    )
+    for r, family in zip(level_records, families):
+      r['family'] = family
+    extra = [
+      common.compare_on_split(
+        config,
+        model,
+        params,
+        [named[1]],
+        split,
+        mesh,
+        throughput_repeats=0,
+        warm=False,
+        seed=config.seed + i,
+      )[0]
+      for i in range(1, config.deploy.random_seeds)
+    ]
+    budgets = {n: p.budget if p is not None else None for n, p in named}
+    groups = collections.defaultdict(list)
+    for r in level_records + extra:
+      groups[r['pruner']].append(r)
+    merged = {}
+    for name, rows in groups.items():
+      m = compare.mean_over_seeds(rows, name) if len(rows) > 1 else dict(rows[0], seeds=1)
+      m.update(
+        method=name,
+        family=rows[0].get('family', 'random'),
+        level=level if name != 'none' else 1.0,
+        budget=b if name != 'none' else None,
+        ci95=m.get('accuracy_ci95', 0.0),
+        finetuned=False,
+        capacities=list(budgets[name]) if budgets[name] else None,
+        seed_correct=[r.get('correct') for r in rows],
+      )
+      merged[name] = m
+    best_learned = pareto_lib.best_of(list(merged.values()), 'learned')
+    best_heuristic = pareto_lib.best_of(list(merged.values()), 'heuristic')
+    if best_learned and best_heuristic:
+      runs = [
+        pareto_lib.mcnemar(c, best_heuristic['correct']) for c in best_learned['seed_correct']
+      ]
+      worst = max(runs, key=lambda t: t['p_value'])
+      tests.append(
+        dict(
+          worst,
+          level=level,
+          learned=best_learned['method'],
+          heuristic=best_heuristic['method'],
+          difference=best_learned['accuracy'] - best_heuristic['accuracy'],
+          p_values=[t['p_value'] for t in runs],
+        )
+      )
+    for name, m in merged.items():
+      if name == 'none' and index > 0:
+        continue  # The unpruned model once (each level still timed it beside the others).
+      records.append(m)
+  for r in records:
+    r.pop('correct', None)
+    r.pop('seed_correct', None)
+  title = (
+    f'{config.data.name} {split} split ({records[0]["num_examples"]} images), checkpoint '
+    f'{meta["checkpoint_dir"]}, capacities of the {sched.budget_schedule} schedule at points '
+    f'{list(sched.points)}, compact mode, no fine-tuning'
+  )
+  table = pareto_lib.markdown(records, tests, title)
+  summary = {
+    'split': split,
+    'dataset': config.data.name,
+    'checkpoint_dir': meta['checkpoint_dir'],
+    'levels': levels,
+    'points': list(sched.points),
+    'schedule': sched.budget_schedule,
+    'paired_tests': tests,
+    'policy_dirs': list(config.init.policy_dirs),
+    'device': jax.devices()[0].device_kind,
+    **common.provenance(config),
+  }
+  common.write_records(workdir, 'pareto', records, summary, table)
+  common.save_figure(pareto_lib.plot(records, title), os.path.join(workdir, 'pareto.png'), dpi=120)
+  common.print_table(table)
+  return dict(summary, records=records)
