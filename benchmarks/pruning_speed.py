@@ -9,7 +9,14 @@ them alike:
 - oracle: compact mode with the same per-layer capacities, but tokens chosen by static slicing
   `x[:, :k]` (no scoring, no top-k, no gather), so `pruned - oracle` is what the pruning machinery
   itself costs;
-- mask: mask mode, same decisions but full shapes, to show it buys no speed.
+- mask: mask mode, same decisions but full shapes, to show it buys no speed;
+- ToMe at r = 13 and EViT at keep rate 0.7 after blocks 3, 6, 9 (`MERGERS`), the merging and fusion
+  peers, through the same model hook as in every job;
+- unpruned again: a second, separately jitted unpruned forward, the A/A control (its ratio to the
+  first should be 1).
+
+Each round times every variant once, starting from a different one each round (rotated order), so
+no variant always runs first.
 
 Speedup is measured (unpruned / pruned time), the FLOP ratio is analytic (`pruning.vit_flops`), and
 their quotient says whether real time falls at least as fast as FLOPs do (target >= 1). Run from the
@@ -30,10 +37,12 @@ import jax
 import jax.numpy as jnp
 
 from vitprune_jax import pruning
+from vitprune_jax.evaluation import compare
 from vitprune_jax.models import vit
 from vitprune_jax.models.vit import TokenSelector, TokenStats
 
 SCHEDULES = ((0.6, 2.0), (0.6, 1.2), (0.9, 1.0))
+MERGERS = (('tome', {'r': 13}), ('evit', {'keep_rate': 0.7, 'layers': (3, 6, 9)}))
 QUOTIENT_TARGET = 1.0  # Real speedup must at least match the FLOP reduction.
 SHARE_TARGET = 0.03  # Scoring + top-k + gather may take at most 3 % of the pruned forward.
 
@@ -69,10 +78,14 @@ def oracle_selector(budget: Sequence[int]) -> TokenSelector:
 
 
 def jit_forward(
-  model: vit.VisionTransformer, selector: Optional[TokenSelector]
+  model: vit.VisionTransformer,
+  selector: Optional[TokenSelector],
+  merger: Optional[vit.TokenMerger] = None,
 ) -> Callable[..., jax.Array]:
   """Logits only, so XLA drops the statistics no selector reads (as a deployed forward would)."""
-  return jax.jit(lambda p, x: model.apply({'params': p}, x, token_selector=selector)[0])
+  return jax.jit(
+    lambda p, x: model.apply({'params': p}, x, token_selector=selector, token_merger=merger)[0]
+  )
 
 
 def time_call(fn: Callable[..., jax.Array], *args: Any) -> float:
@@ -85,15 +98,16 @@ def time_call(fn: Callable[..., jax.Array], *args: Any) -> float:
 def time_interleaved(
   fns: dict[str, Callable[..., jax.Array]], args: tuple[Any, ...], repeats: int
 ) -> dict[str, list[float]]:
-  """Seconds per call of every function; each round runs all of them once, in order, to share the
-  noise."""
+  """Seconds per call of every function; each round runs all of them once, to share the noise,
+  starting from variant (round mod n) (`compare.timing_order`)."""
   for fn in fns.values():
     jax.block_until_ready(fn(*args))  # Compile.
     jax.block_until_ready(fn(*args))  # Warm caches and thread pools.
+  names = list(fns)
   samples = {name: [] for name in fns}
-  for _ in range(repeats):
-    for name, fn in fns.items():
-      samples[name].append(time_call(fn, *args))
+  for round_index in range(repeats):
+    for i in compare.timing_order(len(names), round_index):
+      samples[names[i]].append(time_call(fns[names[i]], *args))
   return samples
 
 
@@ -109,7 +123,7 @@ def run(batch_size: int, image_size: int, repeats: int, dtype: str) -> dict[str,
   params = jax.device_put(jax.jit(model.init)(jax.random.PRNGKey(0), images[:1])['params'], device)
 
   full_flops = pruning.vit_flops(cfg, [cfg.num_tokens] * cfg.num_layers)
-  fns = {'unpruned': jit_forward(model, None)}
+  fns = {'unpruned': jit_forward(model, None), 'unpruned_again': jit_forward(model, None)}
   pruners = {}
   for r_max, alpha in SCHEDULES:
     tag = f'r{r_max:g}_a{alpha:g}'
@@ -118,6 +132,12 @@ def run(batch_size: int, image_size: int, repeats: int, dtype: str) -> dict[str,
     fns[f'{tag}/pruned'] = jit_forward(model, pruning.make_selector(pruner, execution='compact'))
     fns[f'{tag}/oracle'] = jit_forward(model, oracle_selector(pruner.budget))
     fns[f'{tag}/mask'] = jit_forward(model, pruning.make_selector(pruner, execution='mask'))
+
+  mergers = {}
+  for name, options in MERGERS:
+    pruner = pruning.make_pruner(name, cfg, **options)
+    mergers[name] = (options, pruner)
+    fns[name] = jit_forward(model, None, pruner.merger)
 
   samples = time_interleaved(fns, (params, images), repeats)
   median = {name: statistics.median(s) for name, s in samples.items()}
@@ -145,6 +165,21 @@ def run(batch_size: int, image_size: int, repeats: int, dtype: str) -> dict[str,
         'seconds': {'pruned': t_pruned, 'oracle': t_oracle, 'mask': t_mask},
       }
     )
+  merging = []
+  for name, (options, pruner) in mergers.items():
+    flop_ratio = full_flops / pruning.vit_flops(cfg, pruner.budget, pruner.merge_kind)
+    speedup = t_full / median[name]
+    merging.append(
+      {
+        'method': name,
+        'options': {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+        'budget': list(pruner.budget),
+        'flop_ratio': flop_ratio,
+        'speedup': speedup,
+        'quotient': speedup / flop_ratio,
+        'seconds': median[name],
+      }
+    )
   min_quotient = min(s['quotient'] for s in schedules)
   max_share = max(s['overhead_share'] for s in schedules)
   return {
@@ -159,6 +194,8 @@ def run(batch_size: int, image_size: int, repeats: int, dtype: str) -> dict[str,
     'unpruned_seconds': t_full,
     'unpruned_gflops_per_image': full_flops / 1e9,
     'schedules': schedules,
+    'merging': merging,
+    'aa_ratio': median['unpruned_again'] / t_full,
     'min_quotient': min_quotient,
     'max_overhead_share': max_share,
     'quotient_target': QUOTIENT_TARGET,
@@ -189,6 +226,12 @@ def print_report(r: dict[str, Any]) -> None:
       f'{s["speedup"]:>7.2f} {s["quotient"]:>6.2f} {s["overhead_share"] * 100:>11.1f}% '
       f'{s["oracle_quotient"]:>8.2f} {s["mask_speedup"]:>8.2f} {s["mask_quotient"]:>6.2f}'
     )
+  for m in r['merging']:
+    print(
+      f'{m["method"]} {m["options"]}: final {m["budget"][-1]} tokens, FLOPx {m["flop_ratio"]:.2f}, '
+      f'speedup {m["speedup"]:.2f}, quotient {m["quotient"]:.2f}'
+    )
+  print(f'A/A control (unpruned again / unpruned): {r["aa_ratio"]:.3f}')
   met = lambda ok: 'met' if ok else 'NOT met'
   print(
     f'min quotient {r["min_quotient"]:.2f} (target >= {r["quotient_target"]:.1f}): '

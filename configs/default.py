@@ -96,6 +96,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.prune.pruners = ('none',)  # evaluate: the pruners compared, in this order.
   config.prune.r_max = 0.6  # Share of the remaining patches pruned after the last block, in [0, 1].
   config.prune.alpha = 2.0  # Schedule exponent (> 0): higher prunes later.
+  config.prune.tome_r = 4  # tome: tokens merged away in every block (ToMe's r).
+  config.prune.evit_keep_rate = 0.7  # evit: share of the patch tokens kept at each EViT layer.
+  config.prune.evit_layers = ()  # evit: blocks where it fuses; () = L/4, L/2, 3L/4 (3, 6, 9 of 12).
   # compact (tokens really removed) | mask (same numbers, no speedup).
   config.prune.execution = 'compact'
 
@@ -144,7 +147,8 @@ def get_config() -> ml_collections.ConfigDict:
   # (budget mode, that game) come from init.policy_dirs, random is run deploy.random_seeds times.
   config.pareto = ml_collections.ConfigDict()
   config.pareto.levels = (0.8, 0.65, 0.55, 0.45)  # Shares of the unpruned GFLOPs.
-  config.pareto.methods = ('greedy', 'cls_attention', 'mean_attention', 'similarity')
+  config.pareto.methods = ('greedy', 'cls_attention', 'mean_attention', 'similarity')  # Heuristics.
+  config.pareto.mergers = ('tome', 'evit')  # Merging and fusion, at their own counts.
 
   # The pruning game a policy learns (vitprune_jax/rl/pruning_env.py, two_agent_env.py).
   config.game = ml_collections.ConfigDict()
@@ -162,7 +166,7 @@ def get_config() -> ml_collections.ConfigDict:
   # 'kept_compute'); > 0 makes efficiency_weight the initial value of a Lagrange multiplier that
   # moves by lagrange_lr * (kept_compute - target) after every update (RCPO). 0 = fixed weight.
   config.game.compute_target = 0.0
-  config.game.lagrange_lr = 0.05
+  config.game.lagrange_lr = 0.05  # The multiplier's step size per unit of constraint violation.
   # mappo: free (RL4EViT: each token decides alone) | budget (the tokens jointly keep exactly k_t
   # at point t, a Gumbel-top-k draw; no efficiency reward: the budget fixes the compute).
   config.game.action_mode = 'free'
@@ -186,9 +190,13 @@ def get_config() -> ml_collections.ConfigDict:
   # Seeds of the random baseline at each learned pruner's exact capacities (mean and 95 % CI).
   config.deploy.random_seeds = 5
 
-  # mode=finetune: the ViT learns with a frozen policy pruning in the loop (RL4EViT's second phase).
+  # mode=finetune: one copy of the ViT per method, each fine-tuned on its own pruning at the
+  # policy's capacities (RL4EViT's second phase, done for every method alike), each scored on its
+  # own copy; 'none' is the unpruned reference, 'policy' the first of init.policy_dirs.
   config.finetune = ml_collections.ConfigDict()
-  # policy (RL4EViT: the policy's own decisions, mask mode) | deployed (what inference runs:
-  # validation capacities filled by the policy's scores, compact mode).
+  # Each gets its own copy: none, 'policy', or heuristics by name.
+  config.finetune.methods = ('none', 'random', 'similarity', 'cls_attention', 'policy')
+  # The policy's copy trains on: policy (RL4EViT: its own decisions, mask mode) | deployed (what
+  # inference runs: validation capacities filled by the policy's scores, compact mode).
   config.finetune.train_on = 'policy'
   return config

@@ -17,6 +17,4 @@ def get_config():
   config.mode = 'pareto'
   config.init.vit_dir = 'runs/fashion'
   config.init.policy_dirs = tuple(f'runs/fashion_budget_s{s}' for s in range(3))
-  config.pareto.levels = (0.8, 0.65, 0.55, 0.45)
-  config.deploy.random_seeds = 5
   return config

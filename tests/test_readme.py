@@ -3,6 +3,7 @@ files that exist, and every config file and `--config.<key>` it mentions is real
 
 import configparser
 import importlib
+import importlib.util
 import pathlib
 import re
 
@@ -165,3 +166,17 @@ def test_keys_named_in_the_prose_are_current():
       if section in sections and name not in file_suffixes and span not in flat:
         wrong.append(f'{path.name}: `{span}`: {config_lib.renamed_message(span) or "unknown key"}')
   assert not wrong, '\n'.join(wrong)
+
+
+def test_the_result_tables_are_those_of_the_committed_files():
+  """Every table marked in README.md is what results/readme_tables.py makes from results/."""
+  spec = importlib.util.spec_from_file_location(
+    'readme_tables', REPO / 'results' / 'readme_tables.py'
+  )
+  tables = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(tables)
+  text = README.read_text()
+  assert text.count('<!-- table: ') >= 2
+  assert tables.render(text) == text, 'run python results/readme_tables.py'
+  with pytest.raises(KeyError, match='unknown table'):
+    tables.render('<!-- table: nothing -->\n<!-- /table -->')

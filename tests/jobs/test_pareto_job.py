@@ -44,11 +44,13 @@ def test_pareto_runs_every_method_at_the_same_capacities(tiny_trained_run, tmp_p
   saved = json.loads((tmp_path / 'pareto' / 'pareto.json').read_text())
   assert (tmp_path / 'pareto' / 'pareto.png').stat().st_size > 0
   records = saved['records']
-  methods = ['none', 'random', 'greedy', 'cls_attention', 'mean_attention', 'similarity', 'mappo']
+  methods = ['none', 'random', 'greedy', 'cls_attention', 'mean_attention', 'similarity']
+  methods += ['tome', 'evit', 'mappo']
   assert [r['method'] for r in records] == methods + methods[1:]
   families = {r['method']: r['family'] for r in records}
   assert families['random'] == 'random' and families['mappo'] == 'learned'
   assert families['similarity'] == 'heuristic' and families['none'] == 'none'
+  assert families['tome'] == families['evit'] == 'merging'
   model, _, _ = models.load_vit(vit_dir)
   cfg: vit.ViTConfig = model.config
   full = pruning.gflops(cfg, [cfg.num_tokens] * cfg.num_layers)
@@ -57,15 +59,25 @@ def test_pareto_runs_every_method_at_the_same_capacities(tiny_trained_run, tmp_p
     caps = rows[0]['capacities']
     for r in rows:
       # GFLOPs of what ran: recomputed from the tokens each layer kept, not from the budget.
-      assert r['gflops_ratio'] == pytest.approx(pruning.gflops(cfg, r['tokens_per_layer']) / full)
+      if r['family'] != 'merging':
+        ran = pruning.gflops(cfg, r['tokens_per_layer']) / full
+        assert r['gflops_ratio'] == pytest.approx(ran)
       assert r['gflops_ratio'] <= level + 1e-9
       assert r['finetuned'] is False and r['images_per_s'] > 0
-      if r['method'] != 'greedy':  # Greedy: one shot after block 0 at no more GFLOPs.
+      if r['family'] == 'merging':  # Their own counts, their merge cost priced in.
+        assert r['tokens_per_layer'] == pytest.approx(r['capacities'])
+        merge = r['method']
+        assert r['gflops_ratio'] == pytest.approx(
+          pruning.gflops(cfg, r['tokens_per_layer'], merge) / full
+        )
+      elif r['method'] != 'greedy':  # Greedy: one shot after block 0 at no more GFLOPs.
         assert r['capacities'] == caps and r['tokens_per_layer'] == pytest.approx(caps)
     random = next(r for r in rows if r['method'] == 'random')
     assert random['seeds'] == 3 and len(random['accuracy_seeds']) == 3 and random['ci95'] >= 0
   tests = saved['paired_tests']
-  assert [t['level'] for t in tests] == [0.9, 0.75]
+  assert [(t['level'], t['against']) for t in tests] == [
+    (level, family) for level in (0.9, 0.75) for family in ('heuristic', 'merging')
+  ]
   assert all(t['learned'] == 'mappo' and 0 <= t['p_value'] <= 1 for t in tests)
   assert saved['git_commit'] is None or len(saved['git_commit']) == 40
   assert saved['config']['pareto']['levels'] == [0.9, 0.75]

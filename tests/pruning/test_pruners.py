@@ -24,8 +24,11 @@ CFG = vit.ViTConfig(
 SCHEDULE = {'r_max': 0.7, 'alpha': 1.0}
 
 
+OPTIONS = {'none': {}, 'tome': {'r': 6}, 'evit': {'keep_rate': 0.6}}
+
+
 def build(name: str) -> pruners.Pruner:
-  return pruning.make_pruner(name, CFG, **({} if name == 'none' else SCHEDULE))
+  return pruning.make_pruner(name, CFG, **OPTIONS.get(name, SCHEDULE))
 
 
 @pytest.fixture(scope='module')
@@ -41,12 +44,12 @@ def model_params_images():
 def test_counts_follow_budget_and_cls_is_kept(model_params_images, name, execution):
   model, params, images = model_params_images
   pruner = build(name)
-  selector = pruning.make_selector(pruner, execution=execution, rng=jax.random.PRNGKey(5))
-  _, aux = model.apply({'params': params}, images, token_selector=selector)
+  hooks = pruning.model_hooks(pruner, execution=execution, rng=jax.random.PRNGKey(5))
+  _, aux = model.apply({'params': params}, images, **hooks)
   kept = np.stack([np.asarray(k) for k in aux.kept], axis=1)  # (B, L)
   np.testing.assert_array_equal(kept, np.broadcast_to(pruner.budget, kept.shape))
   assert np.all(np.asarray(aux.keep_mask)[:, 0] == 1)  # CLS (slot 0 in both executions).
-  if execution == 'compact':
+  if execution == 'compact' or pruner.merger is not None:  # Merging always gathers.
     assert aux.keep_mask.shape == (4, pruner.budget[-1])
 
 
@@ -124,10 +127,14 @@ def test_registry_names_and_options():
     'cls_attention',
     'mean_attention',
     'similarity',
+    'tome',
+    'evit',
   ]
   assert pruning.pruner_options('none') == ()
-  for name in list(pruning.PRUNERS)[1:]:
+  for name in list(pruning.PRUNERS)[1:-2]:
     assert pruning.pruner_options(name) == ('r_max', 'alpha')
+  assert pruning.pruner_options('tome') == ('r',)
+  assert pruning.pruner_options('evit') == ('keep_rate', 'layers')
 
 
 def test_unknown_pruner():
@@ -135,7 +142,7 @@ def test_unknown_pruner():
     pruning.make_pruner('magic', CFG, r_max=0.5, alpha=1.0)
   assert str(e.value) == (
     "Unknown pruner 'magic'; choose from: none, random, greedy, "
-    'cls_attention, mean_attention, similarity.'
+    'cls_attention, mean_attention, similarity, tome, evit.'
   )
 
 

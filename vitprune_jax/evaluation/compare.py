@@ -49,10 +49,8 @@ def measure_throughput(
 
   def forward(pruner: Optional[pruning.Pruner]) -> Callable[..., jax.Array]:
     def fn(p, x, r):
-      selector = (
-        None if pruner is None else pruning.make_selector(pruner, execution=execution, rng=r)
-      )
-      return model.apply({'params': p}, x, token_selector=selector)[0]
+      hooks = pruning.model_hooks(pruner, execution=execution, rng=r)
+      return model.apply({'params': p}, x, **hooks)[0]
 
     return jax.jit(fn)
 
@@ -119,8 +117,9 @@ def compare_pruners(
       result.accuracy,
       [round(t, 1) for t in result.tokens_per_layer],
     )
-    gflops_kept = pruning.gflops(vit_cfg, result.tokens_per_layer)
-    capacities = pruner is not None and execution == 'compact'
+    merge = pruner.merge_kind if pruner is not None else None
+    gflops_kept = pruning.gflops(vit_cfg, result.tokens_per_layer, merge)
+    capacities = pruner is not None and (execution == 'compact' or merge is not None)
     records.append(
       {
         'pruner': name,
@@ -131,7 +130,7 @@ def compare_pruners(
         'accuracy': result.accuracy,
         'macro_f1': result.macro_f1,
         'loss': result.loss,
-        'gflops': pruning.gflops(vit_cfg, pruner.budget) if capacities else gflops_kept,
+        'gflops': pruning.gflops(vit_cfg, pruner.budget, merge) if capacities else gflops_kept,
         'gflops_kept': gflops_kept,
         'eval_time_s': result.eval_time_s,
         'tokens_per_layer': [round(t, 2) for t in result.tokens_per_layer],

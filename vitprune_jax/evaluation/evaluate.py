@@ -42,12 +42,8 @@ def eval_fn(
     raise ValueError(f'execution must be one of {pruning.EXECUTIONS}, got {execution!r}')
 
   def fn(params, batch, rng):
-    selector = (
-      None if pruner is None else pruning.make_selector(pruner, execution=execution, rng=rng)
-    )
-    logits, aux = model.apply(
-      {'params': params}, batch['image'], train=False, token_selector=selector
-    )
+    hooks = pruning.model_hooks(pruner, execution=execution, rng=rng)
+    logits, aux = model.apply({'params': params}, batch['image'], train=False, **hooks)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
     return {
       'pred': jnp.argmax(logits, -1),

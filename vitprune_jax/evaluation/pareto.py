@@ -7,6 +7,7 @@ on the same test images, paired: McNemar's exact test on the images one gets rig
 wrong (`mcnemar`). This module computes and draws; reading data and writing files is the job's.
 """
 
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
@@ -65,7 +66,9 @@ def markdown(records: Sequence[dict[str, Any]], tests: Sequence[dict[str, Any]],
   by_level = {}
   for r in records:
     by_level.setdefault(r['level'], []).append(r)
-  tests = {t['level']: t for t in tests}
+  by_test_level = {}
+  for t in tests:
+    by_test_level.setdefault(t['level'], []).append(t)
   for level, rows in by_level.items():
     head = 'unpruned' if level == 1.0 else f'level {level:g} of the unpruned GFLOPs'
     lines += [
@@ -85,11 +88,10 @@ def markdown(records: Sequence[dict[str, Any]], tests: Sequence[dict[str, Any]],
         f'| {r["method"]} | {r["family"]} | {accuracy} | {r["macro_f1"]:.4f} | '
         f'{r["gflops_ratio"]:.3f} | {ips} | {tokens} |'
       )
-    t = tests.get(level)
-    if t is not None:
+    for t in by_test_level.get(level, []):
       lines += [
         '',
-        f'Paired (McNemar, exact): {t["learned"]} vs {t["heuristic"]}: '
+        f'Paired (McNemar, exact): {t["learned"]} vs {t["baseline"]} ({t["against"]}): '
         f'{100 * t["difference"]:+.2f} pt, {t["a_only"]} vs {t["b_only"]} images only one gets '
         f'right, p = {t["p_value"]:.2g}.',
       ]
@@ -130,6 +132,6 @@ def plot(records: Sequence[dict[str, Any]], title: str) -> figure.Figure:
     ax.grid(alpha=0.3)
   panels[0].set_ylabel('accuracy (%)')
   panels[1].legend(fontsize=7)
-  fig.suptitle(title, fontsize=9)
+  fig.suptitle(textwrap.fill(title, 160), fontsize=9)
   fig.tight_layout()
   return fig

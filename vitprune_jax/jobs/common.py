@@ -117,11 +117,26 @@ def load_vit(
   return model, params, meta
 
 
+# The config key of each pruner option.
+PRUNER_OPTION_KEYS = {
+  'r_max': 'r_max',
+  'alpha': 'alpha',
+  'r': 'tome_r',
+  'keep_rate': 'evit_keep_rate',
+  'layers': 'evit_layers',
+}
+
+
 def heuristic(config: ml_collections.ConfigDict, name: str, vit_cfg: vit.ViTConfig):
-  """A heuristic pruner by name with the `prune` schedule; None for 'none'."""
+  """A heuristic, merging or fusion pruner by name with its `prune.*` options; None for 'none'."""
   if name == 'none':
     return None
-  return pruning.make_pruner(name, vit_cfg, r_max=config.prune.r_max, alpha=config.prune.alpha)
+  options = {
+    o: config.prune[PRUNER_OPTION_KEYS[o]] for o in pruning.pruner_options(name) if o != 'layers'
+  }
+  if 'layers' in pruning.pruner_options(name):
+    options['layers'] = tuple(config.prune.evit_layers)
+  return pruning.make_pruner(name, vit_cfg, **options)
 
 
 def compare_on_split(

@@ -53,8 +53,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   check_pruner_names(names)
   if config.viz.num_images > 0 and config.viz.pruner != 'none':
     check_pruner_names((config.viz.pruner,), 'viz.pruner')
-    if config.viz.pruner not in pruning.PRUNERS:
-      raise UserError(f'--config.viz.pruner={config.viz.pruner!r} must be a heuristic pruner.')
+    if config.viz.pruner not in pruning.PRUNERS or config.viz.pruner in pruning.MERGERS:
+      raise UserError(
+        f'--config.viz.pruner={config.viz.pruner!r} must be a scoring heuristic (the figure '
+        'greys the patches it drops; merging keeps them all).'
+      )
   mesh = parallel.make_mesh()
   common.check_batch(config, 'eval.batch_size')
   model, params, meta = common.load_vit(config, config.init.vit_dir or workdir, mesh)
@@ -69,7 +72,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   )
   for r, (n, _) in zip(records, named):
     if n in pruning.PRUNERS and n != 'none':
-      r['r_max'], r['alpha'] = config.prune.r_max, config.prune.alpha
+      for option in pruning.pruner_options(n):  # tome: r; evit: keep_rate, layers.
+        r[option] = config.prune[common.PRUNER_OPTION_KEYS[option]]
   summary = {
     'split': split,
     'dataset': config.data.name,

@@ -7,12 +7,14 @@ compact mode:
 - `none` (once);
 - `random` over `deploy.random_seeds` seeds (mean and 95 % t CI);
 - the heuristics of `pareto.methods` (`greedy` keeps its one-shot rule at no more GFLOPs);
+- the merging methods of `pareto.mergers` (ToMe over its r, EViT over its keep rate), each at its
+  own token counts with the most GFLOPs not above those of the level's capacities;
 - the budget-mode policies of `init.policy_dirs`, each on its own decisions at budget b (one trained
   policy serves every level); several runs of one kind are its seeds (mean and CI).
-At each level the best learned method is tested against the best heuristic, paired on the same
-images (McNemar's exact test; for a learned method with several seeds, each seed's run, the
-largest p-value reported). Writes `pareto.{json,csv,md}` and `pareto.png`; the JSON also holds the
-command, the config and the git commit that made it.
+At each level the best learned method is tested against the best heuristic and the best merging
+method, paired on the same images (McNemar's exact test; for a learned method with several seeds,
+each seed's run, the largest p-value reported). Writes `pareto.{json,csv,md}` and `pareto.png`;
+the JSON also holds the command, the config and the git commit that made it.
 """
 
 import collections
@@ -21,6 +23,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from absl import logging
 
 from vitprune_jax import parallel, pruning
@@ -49,7 +52,7 @@ def schedule_spec(config: ml_collections.ConfigDict, vit_cfg) -> policies.Policy
 
 
 def check_methods(methods: tuple[str, ...]) -> None:
-  heuristics = [n for n in pruning.PRUNERS if n not in ('none', 'random')]
+  heuristics = [n for n in pruning.PRUNERS if n not in ('none', 'random') + pruning.MERGERS]
   for m in methods:
     if m not in heuristics:
       raise UserError(
@@ -81,9 +84,36 @@ def load_policies(config, model, params, mesh, sched: policies.PolicySpec) -> li
   return found
 
 
+def merger_at(name: str, vit_cfg, target: float, full: float) -> tuple[pruning.Pruner, dict]:
+  """ToMe (over its r) or EViT (over its keep rate, at its default layers) at the most GFLOPs not
+  above `target` (a share of the unpruned `full`), and that option."""
+  if name == 'tome':
+    build, grid = (
+      (lambda r: pruning.make_pruner('tome', vit_cfg, r=int(r))),
+      range(vit_cfg.num_tokens),
+    )
+  else:
+    build = lambda k: pruning.make_pruner('evit', vit_cfg, keep_rate=float(k))
+    grid = np.round(np.arange(1, 101) / 100, 2)
+  cost = lambda v: pruning.gflops(vit_cfg, build(v).budget, name) / full
+  try:
+    option, _ = pareto_lib.budget_for_level(cost, target, grid=list(grid))
+  except ValueError as e:
+    raise UserError(f'--config.pareto.mergers: {name} cannot reach {target:.3f}x: {e}.') from e
+  return build(option), ({'r': int(option)} if name == 'tome' else {'keep_rate': float(option)})
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  made_by = common.provenance(config)  # Before anything can change the tree.
   methods = tuple(config.pareto.methods)
   check_methods(methods)
+  mergers = tuple(config.pareto.mergers)
+  for m in mergers:
+    if m not in pruning.MERGERS:
+      raise UserError(
+        f'--config.pareto.mergers: {m!r} is not a merging method; choose from: '
+        f'{", ".join(pruning.MERGERS)}.'
+      )
   levels = [float(v) for v in config.pareto.levels]
   if not levels or any(not 0.0 < v < 1.0 for v in levels):
     raise UserError(f'--config.pareto.levels={tuple(levels)}: give shares of the GFLOPs in (0, 1).')
@@ -111,6 +141,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     named = [('none', None), ('random', pruning.at_capacities('random', vit_cfg, caps))]
     named += [(m, pruning.at_capacities(m, vit_cfg, caps)) for m in methods]
     families = ['none', 'random'] + ['heuristic'] * len(methods)
+    options = {}
+    for m in mergers:  # Their own token counts, at the most GFLOPs not above the level's.
+      pruner, options[m] = merger_at(m, vit_cfg, ratio(b), full)
+      named.append((m, pruner))
+      families.append('merging')
     for kind, actor, actor_params, spec in learned:
       pruner = policies.deployed_pruner(
         spec, vit_cfg, actor, actor_params, quantile=1.0, bucket=1, budget=b
@@ -160,23 +195,25 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         ci95=m.get('accuracy_ci95', 0.0),
         finetuned=False,
         capacities=list(budgets[name]) if budgets[name] else None,
+        options=options.get(name, {}),
         seed_correct=[r.get('correct') for r in rows],
       )
       merged[name] = m
     best_learned = pareto_lib.best_of(list(merged.values()), 'learned')
-    best_heuristic = pareto_lib.best_of(list(merged.values()), 'heuristic')
-    if best_learned and best_heuristic:
-      runs = [
-        pareto_lib.mcnemar(c, best_heuristic['correct']) for c in best_learned['seed_correct']
-      ]
+    for family in ('heuristic', 'merging'):
+      best_other = pareto_lib.best_of(list(merged.values()), family)
+      if not (best_learned and best_other):
+        continue
+      runs = [pareto_lib.mcnemar(c, best_other['correct']) for c in best_learned['seed_correct']]
       worst = max(runs, key=lambda t: t['p_value'])
       tests.append(
         dict(
           worst,
           level=level,
           learned=best_learned['method'],
-          heuristic=best_heuristic['method'],
-          difference=best_learned['accuracy'] - best_heuristic['accuracy'],
+          against=family,
+          baseline=best_other['method'],
+          difference=best_learned['accuracy'] - best_other['accuracy'],
           p_values=[t['p_value'] for t in runs],
         )
       )
@@ -203,7 +240,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     'paired_tests': tests,
     'policy_dirs': list(config.init.policy_dirs),
     'device': jax.devices()[0].device_kind,
-    **common.provenance(config),
+    **made_by,
   }
   common.write_records(workdir, 'pareto', records, summary, table)
   common.save_figure(pareto_lib.plot(records, title), os.path.join(workdir, 'pareto.png'), dpi=120)

@@ -31,6 +31,21 @@ Array = jax.Array
 #   -> (tokens, keep mask).
 TokenSelector = Callable[[int, Array, Array, 'TokenStats'], tuple[Array, Array]]
 
+
+class TokenMerger(NamedTuple):
+  """Token merging (ToMe) or fusion (EViT) between the attention and the MLP of every block.
+
+  `merge(layer, x (B, N, D), keep_mask (B, N), size (B, N), metric (B, N, head_dim), stats)` ->
+  (x, keep_mask, size) with fewer tokens; `metric` is the block's keys averaged over heads and
+  `size` the number of patches each token stands for. With `proportional_attention`, log(size) is
+  added to the attention logits of every block (ToMe's proportional attention).
+  """
+
+  merge: Callable[..., tuple[Array, Array, Array]]
+  proportional_attention: bool = False
+  kind: str = ''  # 'tome' | 'evit': how the FLOPs counter prices the merge.
+
+
 _MASK_BIAS = -1e9  # Added to attention logits of dropped keys (in fp32).
 DTYPES = ('float32', 'bfloat16')
 
@@ -218,7 +233,13 @@ class MaskedSelfAttention(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array, keep_mask: Array) -> tuple[Array, Array]:
+  def __call__(
+    self, x: Array, keep_mask: Array, size: Optional[Array] = None
+  ) -> tuple[Array, Array, Array]:
+    """(output (B, N, D), probabilities (B, H, N, N) fp32, keys averaged over heads (B, N, hd)).
+
+    `size` (B, N): proportional attention, log(size) added to the logits of each key (ToMe).
+    """
     d = x.shape[-1]
     head_dim = d // self.num_heads
     dense = lambda name: nn.DenseGeneral(
@@ -230,17 +251,23 @@ class MaskedSelfAttention(nn.Module):
     q, k, v = dense('query')(x), dense('key')(x), dense('value')(x)
     logits = jnp.einsum('bqhd,bkhd->bhqk', q, k, preferred_element_type=jnp.float32)
     logits = logits / jnp.sqrt(head_dim)
+    if size is not None:
+      logits = logits + jnp.log(size.astype(jnp.float32))[:, None, None, :]
     logits = jnp.where(keep_mask[:, None, None, :] > 0, logits, _MASK_BIAS)
     probs = jax.nn.softmax(logits, axis=-1)
     out = jnp.einsum('bhqk,bkhd->bqhd', probs.astype(self.dtype), v)
     out = nn.DenseGeneral(
       d, axis=(-2, -1), dtype=self.dtype, name='out', kernel_init=nn.initializers.xavier_uniform()
     )(out)
-    return out, probs
+    return out, probs, jnp.mean(k.astype(jnp.float32), axis=2)
 
 
 class EncoderBlock(nn.Module):
-  """Pre-LayerNorm block; a dropped token (mask 0) keeps its state unchanged."""
+  """Pre-LayerNorm block; a dropped token (mask 0) keeps its state unchanged.
+
+  Two halves, `attend` (attention and its residual) and `feed_forward` (MLP and its residual), so
+  token merging can run between them; `__call__` is both.
+  """
 
   num_heads: int
   mlp_dim: int
@@ -249,25 +276,31 @@ class EncoderBlock(nn.Module):
   layer_norm_epsilon: float = 1e-6
   gelu_approximate: bool = False
 
-  @nn.compact
-  def __call__(self, x: Array, keep_mask: Array, *, deterministic: bool) -> tuple[Array, Array]:
-    update = keep_mask[..., None].astype(x.dtype)
+  def setup(self):
     norm = lambda name: nn.LayerNorm(dtype=self.dtype, epsilon=self.layer_norm_epsilon, name=name)
-    y = norm('LayerNorm_0')(x)
-    y, probs = MaskedSelfAttention(
-      self.num_heads, dtype=self.dtype, name='MultiHeadDotProductAttention_1'
-    )(y, keep_mask)
-    y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
-    x = x + update * y
-    y = norm('LayerNorm_2')(x)
-    y = MlpBlock(
-      self.mlp_dim,
-      self.dropout_rate,
-      dtype=self.dtype,
-      gelu_approximate=self.gelu_approximate,
-      name='MlpBlock_3',
-    )(y, deterministic=deterministic)
-    return x + update * y, probs
+    self.LayerNorm_0 = norm('LayerNorm_0')
+    self.MultiHeadDotProductAttention_1 = MaskedSelfAttention(self.num_heads, dtype=self.dtype)
+    self.LayerNorm_2 = norm('LayerNorm_2')
+    self.MlpBlock_3 = MlpBlock(
+      self.mlp_dim, self.dropout_rate, dtype=self.dtype, gelu_approximate=self.gelu_approximate
+    )
+    self.dropout = nn.Dropout(self.dropout_rate, name='Dropout_0')  # The compact module's name.
+
+  def attend(
+    self, x: Array, keep_mask: Array, *, deterministic: bool, size: Optional[Array] = None
+  ) -> tuple[Array, Array, Array]:
+    """x + attention: (tokens, probabilities (B, H, N, N), keys averaged over heads)."""
+    y, probs, metric = self.MultiHeadDotProductAttention_1(self.LayerNorm_0(x), keep_mask, size)
+    y = self.dropout(y, deterministic=deterministic)
+    return x + keep_mask[..., None].astype(x.dtype) * y, probs, metric
+
+  def feed_forward(self, x: Array, keep_mask: Array, *, deterministic: bool) -> Array:
+    y = self.MlpBlock_3(self.LayerNorm_2(x), deterministic=deterministic)
+    return x + keep_mask[..., None].astype(x.dtype) * y
+
+  def __call__(self, x: Array, keep_mask: Array, *, deterministic: bool) -> tuple[Array, Array]:
+    x, probs, _ = self.attend(x, keep_mask, deterministic=deterministic)
+    return self.feed_forward(x, keep_mask, deterministic=deterministic), probs
 
 
 class PositionEmbedding(nn.Module):
@@ -314,6 +347,16 @@ class Encoder(nn.Module):
 
   def block(self, layer: int, x: Array, keep_mask: Array, *, train: bool) -> tuple[Array, Array]:
     return getattr(self, f'encoderblock_{layer}')(x, keep_mask, deterministic=not train)
+
+  def attend(self, layer: int, x: Array, keep_mask: Array, size: Optional[Array], *, train: bool):
+    return getattr(self, f'encoderblock_{layer}').attend(
+      x, keep_mask, deterministic=not train, size=size
+    )
+
+  def feed_forward(self, layer: int, x: Array, keep_mask: Array, *, train: bool) -> Array:
+    return getattr(self, f'encoderblock_{layer}').feed_forward(
+      x, keep_mask, deterministic=not train
+    )
 
   def norm(self, x: Array) -> Array:
     return self.encoder_norm(x)
@@ -377,6 +420,7 @@ class VisionTransformer(nn.Module):
     keep_mask: Optional[Array] = None,
     train: bool = False,
     token_selector: Optional[TokenSelector] = None,
+    token_merger: Optional[TokenMerger] = None,
   ) -> tuple[Array, ModelAux]:
     """Logits (B, classes) fp32 and the per-block statistics and kept counts.
 
@@ -385,6 +429,8 @@ class VisionTransformer(nn.Module):
       keep_mask: (B, N) initial keep mask (1 = kept); None = every token.
       train: enables dropout (needs a 'dropout' rng).
       token_selector: called after each block to change the tokens and mask (pruning).
+      token_merger: merges tokens between the attention and the MLP of every block (ToMe,
+        EViT), carrying per-token sizes (all ones at the start: the plain ViT).
 
     Returns:
       (logits, ModelAux).
@@ -393,9 +439,17 @@ class VisionTransformer(nn.Module):
     if keep_mask is None:
       keep_mask = jnp.ones(x.shape[:2], jnp.float32)
     stats, kept = [], []
+    size = jnp.ones(x.shape[:2], jnp.float32) if token_merger is not None else None
     for i in range(self.config.num_layers):
-      x, probs = self.block(i, x, keep_mask, train=train)
-      layer_stats = token_statistics(probs, keep_mask)
+      if token_merger is None:
+        x, probs = self.block(i, x, keep_mask, train=train)
+        layer_stats = token_statistics(probs, keep_mask)
+      else:
+        prop = size if token_merger.proportional_attention else None
+        x, probs, metric = self.Transformer.attend(i, x, keep_mask, prop, train=train)
+        layer_stats = token_statistics(probs, keep_mask)
+        x, keep_mask, size = token_merger.merge(i, x, keep_mask, size, metric, layer_stats)
+        x = self.Transformer.feed_forward(i, x, keep_mask, train=train)
       stats.append(layer_stats)
       if token_selector is not None:
         x, keep_mask = token_selector(i, x, keep_mask, layer_stats)

@@ -1,13 +1,14 @@
 """Token pruning: per-layer schedules, heuristic pruners, mask/compact execution, FLOP counting.
 
 Build a pruner by name with `make_pruner(name, vit_cfg, **options)` (names: `PRUNERS`) and run it
-with `model.apply(..., token_selector=make_selector(pruner, execution='compact', rng=key))`
+with `model.apply(..., **model_hooks(pruner, execution='compact', rng=key))`
 (or `execution='mask'`).
 """
 
-from vitprune_jax.pruning.execution import EXECUTIONS, forward, make_selector
+from vitprune_jax.pruning.execution import EXECUTIONS, forward, make_selector, model_hooks
 from vitprune_jax.pruning.flops import gflops, vit_flops
 from vitprune_jax.pruning.pruners import (
+  MERGERS,
   PRUNERS,
   Pruner,
   at_capacities,
@@ -18,6 +19,7 @@ from vitprune_jax.pruning.schedules import keep_ratio, tokens_per_layer
 
 __all__ = [
   'EXECUTIONS',
+  'MERGERS',
   'PRUNERS',
   'Pruner',
   'at_capacities',
@@ -26,6 +28,7 @@ __all__ = [
   'keep_ratio',
   'make_pruner',
   'make_selector',
+  'model_hooks',
   'pruner_options',
   'tokens_per_layer',
   'vit_flops',

@@ -65,11 +65,24 @@ def make_selector(
   return selector
 
 
+def model_hooks(
+  pruner: Optional[Pruner], *, execution: str, rng: Optional[Array] = None
+) -> dict[str, Any]:
+  """The keyword arguments of `model.apply` that run `pruner`: its token_selector (scoring
+  pruners) and token_merger (ToMe, EViT: merging always gathers, whatever the execution)."""
+  if pruner is None:
+    return {}
+  return {
+    'token_selector': make_selector(pruner, execution=execution, rng=rng),
+    'token_merger': pruner.merger,
+  }
+
+
 @functools.lru_cache(maxsize=64)
 def _jitted_forward(model: VisionTransformer, pruner: Optional[Pruner], execution: str):
   def fn(params, images, rng):
-    selector = None if pruner is None else make_selector(pruner, execution=execution, rng=rng)
-    logits, aux = model.apply({'params': params}, images, token_selector=selector)
+    hooks = model_hooks(pruner, execution=execution, rng=rng)
+    logits, aux = model.apply({'params': params}, images, **hooks)
     return logits, jnp.stack(aux.kept, axis=1)
 
   return jax.jit(fn)

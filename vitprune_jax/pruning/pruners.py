@@ -20,6 +20,12 @@ name and the options. Every pruner but `none` takes the schedule options `r_max`
 - `greedy` (seed 000's baseline, our exact rule): one shot at the first pruning point (after block
   0), keep the top-k by CLS attention and never prune again; k is the largest count whose GFLOPs do
   not exceed the schedule's, so greedy is compared with the schedule at (nearly) the same compute.
+
+Merging and fusion (`pruning.merging`, run between attention and MLP through `Pruner.merger`; no
+score, their budget is the token count they leave after each block):
+- `tome` (option `r`): ToMe's bipartite soft matching, r merges per block, proportional attention.
+- `evit` (options `keep_rate`, `layers`; () = L/4, L/2, 3L/4): EViT's top-k by CLS attention with
+  the rest fused into one token.
 """
 
 import dataclasses
@@ -30,8 +36,8 @@ import jax
 import jax.numpy as jnp
 
 from vitprune_jax.errors import UserError
-from vitprune_jax.models.vit import TokenStats, ViTConfig
-from vitprune_jax.pruning import flops, schedules
+from vitprune_jax.models.vit import TokenMerger, TokenStats, ViTConfig
+from vitprune_jax.pruning import flops, merging, schedules
 
 Array = jax.Array
 ScoreFn = Callable[[int, Array, Array, TokenStats, Array], Array]
@@ -45,6 +51,14 @@ class Pruner:
   # Learned policies decide per image: a token scoring below the threshold is dropped even if the
   # capacity has room (it then stays masked inside the capacity). None = fill the capacity.
   threshold: Optional[float] = None
+  # Merging (ToMe) or fusion (EViT) between attention and MLP instead of scoring; the budget is
+  # then the token count it leaves after each block.
+  merger: Optional[TokenMerger] = None
+
+  @property
+  def merge_kind(self) -> Optional[str]:
+    """'tome' | 'evit' for a merging pruner (how its FLOPs are counted), else None."""
+    return self.merger.kind if self.merger is not None else None
 
 
 def cls_attention_score(
@@ -122,6 +136,30 @@ def build_greedy(vit_cfg: ViTConfig, *, r_max: float, alpha: float) -> Pruner:
   return Pruner('greedy', cls_attention_score, tuple(budget))
 
 
+def build_tome(vit_cfg: ViTConfig, *, r: int) -> Pruner:
+  if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+    raise UserError(f"Pruner 'tome': r={r!r} must be a whole number of merges per block, >= 0.")
+  steps = merging.tome_r_per_layer(vit_cfg.num_tokens, vit_cfg.num_layers, r)
+  counts = merging.tome_counts(vit_cfg.num_tokens, vit_cfg.num_layers, r)
+  merger = TokenMerger(merging.tome_merge(tuple(steps)), proportional_attention=True, kind='tome')
+  return Pruner('tome', None, tuple(counts), merger=merger)
+
+
+def build_evit(vit_cfg: ViTConfig, *, keep_rate: float, layers: tuple[int, ...] = ()) -> Pruner:
+  if not 0.0 < keep_rate <= 1.0:
+    raise UserError(f"Pruner 'evit': keep_rate={keep_rate} must be in (0, 1].")
+  layers = tuple(int(v) for v in layers) or merging.default_evit_layers(vit_cfg.num_layers)
+  if any(not 0 <= v < vit_cfg.num_layers for v in layers):
+    raise UserError(
+      f"Pruner 'evit': layers={layers} must be block indices below {vit_cfg.num_layers}."
+    )
+  counts = merging.evit_counts(vit_cfg.num_tokens, vit_cfg.num_layers, keep_rate, layers)
+  merger = TokenMerger(merging.evit_merge(keep_rate, layers), kind='evit')
+  return Pruner('evit', None, tuple(counts), merger=merger)
+
+
+MERGERS = ('tome', 'evit')
+
 PRUNERS: dict[str, Callable[..., Pruner]] = {
   'none': build_none,
   'random': _scheduled('random', random_score),
@@ -129,6 +167,8 @@ PRUNERS: dict[str, Callable[..., Pruner]] = {
   'cls_attention': _scheduled('cls_attention', cls_attention_score),
   'mean_attention': _scheduled('mean_attention', mean_attention_score),
   'similarity': _scheduled('similarity', similarity_score),
+  'tome': build_tome,
+  'evit': build_evit,
 }
 
 
@@ -137,8 +177,8 @@ def at_capacities(name: str, vit_cfg: ViTConfig, capacities: tuple[int, ...]) ->
   several methods run exactly the same token counts. `greedy` keeps its one-shot rule: the
   largest count after block 0 whose GFLOPs stay within the capacities'. UserError for 'none' or
   an unknown name."""
-  if name not in PRUNERS or name == 'none':
-    heuristics = ', '.join(n for n in PRUNERS if n != 'none')
+  if name not in PRUNERS or name == 'none' or name in MERGERS:
+    heuristics = ', '.join(n for n in PRUNERS if n != 'none' and n not in MERGERS)
     raise UserError(
       f'No heuristic pruner {name!r} to run at given capacities; choose from: {heuristics}.'
     )
@@ -165,7 +205,8 @@ def make_pruner(name: str, vit_cfg: ViTConfig, **options: Any) -> Pruner:
     name: a key of `PRUNERS`.
     vit_cfg: the model the pruner runs on (its token count and depth fix the budget).
     **options: exactly the builder's options: `r_max` and `alpha` (seed 002's schedule) for every
-      heuristic, none for `none`.
+      scoring heuristic, `r` for tome, `keep_rate` (and optionally `layers`) for evit, none for
+      `none`.
 
   Returns:
     The Pruner.
@@ -180,7 +221,12 @@ def make_pruner(name: str, vit_cfg: ViTConfig, **options: Any) -> Pruner:
   unexpected = [k for k in options if k not in valid]
   if unexpected:
     raise UserError(f'Pruner {name!r} takes {takes}; got unexpected option {unexpected[0]!r}.')
-  missing = [k for k in valid if k not in options]
+  optional = {
+    p.name
+    for p in inspect.signature(PRUNERS[name]).parameters.values()
+    if p.default is not inspect.Parameter.empty
+  }
+  missing = [k for k in valid if k not in options and k not in optional]
   if missing:
     raise UserError(f'Pruner {name!r} takes {takes}; option {missing[0]!r} is missing.')
   return PRUNERS[name](vit_cfg, **options)

@@ -89,11 +89,7 @@ def train_step(
   """One AdamW step; with a pruner in compact mode the forward really runs on fewer tokens (cheaper
   steps)."""
   dropout_rng, prune_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
-  selector = (
-    None
-    if pruner is None
-    else pruning.make_selector(pruner, execution=prune_execution, rng=prune_rng)
-  )
+  hooks = pruning.model_hooks(pruner, execution=prune_execution, rng=prune_rng)
 
   def loss_fn(params):
     logits, _ = state.apply_fn(
@@ -101,7 +97,7 @@ def train_step(
       batch['image'],
       train=True,
       rngs={'dropout': dropout_rng},
-      token_selector=selector,
+      **hooks,
     )
     loss = cross_entropy(logits, batch['label'], batch['mask'], num_classes, label_smoothing)
     return loss, logits
