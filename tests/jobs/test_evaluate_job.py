@@ -63,6 +63,22 @@ def test_comparison_records_table_and_files(tiny_trained_run, tmp_path):
   assert (tmp_path / 'pruning_visualization.png').stat().st_size > 1000
 
 
+def test_tome_and_evit_by_name_with_their_options(tiny_trained_run, tmp_path):
+  config, workdir = tiny_trained_run
+  c = _evaluate_config(config, workdir, 'none', 'tome', 'evit')
+  c.prune.tome_r, c.prune.evit_keep_rate, c.prune.evit_layers = 3, 0.5, (0,)
+  records = jobs.run(c, str(tmp_path))['records']
+  none, tome, evit = records
+  # 17 tokens: ToMe merges 3 per block; EViT keeps ceil(0.5 * 16) = 8 patches + CLS + the fused one.
+  assert tome['tokens_per_layer'] == [14.0, 11.0] and tome['r'] == 3
+  assert evit['tokens_per_layer'] == [10.0, 10.0] and evit['keep_rate'] == 0.5
+  assert tome['gflops'] < none['gflops'] and evit['gflops'] < none['gflops']
+  assert all(0.0 <= r['accuracy'] <= 1.0 for r in records)
+  c.mode, c.sweep.pruner = 'sweep', 'tome'
+  with pytest.raises(UserError, match="sweep.pruner='tome': the sweep is over seed 002"):
+    jobs.run(c, str(tmp_path / 'sweep'))
+
+
 def test_mask_execution_gives_the_same_accuracy_as_compact(tiny_trained_run, tmp_path):
   config, workdir = tiny_trained_run
   results = {}

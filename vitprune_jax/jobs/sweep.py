@@ -42,6 +42,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     raise UserError(
       f'Unknown --config.sweep.pruner={s.pruner!r}; choose from: {", ".join(pruning.PRUNERS)}.'
     )
+  if s.pruner in pruning.MERGERS:
+    raise UserError(
+      f"--config.sweep.pruner={s.pruner!r}: the sweep is over seed 002's schedule (alpha, r_max); "
+      f'{s.pruner} has its own option: compare it at matched GFLOPs with mode=pareto.'
+    )
   if s.pruner == 'none':
     raise UserError('--config.sweep.pruner=none has no schedule to sweep; use e.g. cls_attention.')
   mesh = parallel.make_mesh()
