@@ -115,6 +115,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.viz = ml_collections.ConfigDict()
   config.viz.pruner = 'cls_attention'  # Pruner drawn; 'none' = no picture.
   config.viz.num_images = 4  # Eval images drawn; 0 = no picture.
+  # evaluate: share of each pruner's kept patches that are background, over this many eval images.
+  config.viz.background_images = 0
 
   # The MAPPO learner (vitprune_jax/rl/learner.py), for mode=train_policy.
   config.ppo = ml_collections.ConfigDict()

@@ -4,7 +4,9 @@
       --workdir runs/fashion_prune
 
 The schedule (r_max 0.6, alpha 2) is the default one; `configs/fashion_mnist_prune_sweep.py` sweeps
-it on validation. Expected: the README's heuristics table (evaluate_results.md), a few minutes.
+it on validation; tome and evit take their default options (prune.tome_r, prune.evit_*). Also the
+share of background among each pruner's kept patches, on 256 test images. Expected: the README's
+heuristics table (evaluate_results.md), a few minutes.
 """
 
 from configs import fashion_mnist_vit
@@ -19,7 +21,11 @@ def get_config():
     'random',
     'greedy',
     'cls_attention',
+    'inverse_cls_attention',
     'mean_attention',
     'similarity',
+    'tome',
+    'evit',
   )
+  config.viz.background_images = 256  # Why cls_attention loses: what it keeps (issue 11).
   return config

@@ -39,6 +39,7 @@ def test_comparison_records_table_and_files(tiny_trained_run, tmp_path):
   config.prune.r_max, config.prune.alpha = 0.7, 1.0
   config.eval.throughput_repeats = 2
   config.viz.num_images = 2
+  config.viz.background_images = 50
   out = jobs.run(config, str(tmp_path))
   saved = json.loads((tmp_path / 'evaluate_results.json').read_text())
   records = saved['records']
@@ -61,13 +62,19 @@ def test_comparison_records_table_and_files(tiny_trained_run, tmp_path):
   assert '| cls_attention | 0.7 | 1.0 |' in table and '1 MAC = 2 FLOPs' in table
   assert (tmp_path / 'evaluate_results.csv').read_text().count('\n') == 7
   assert (tmp_path / 'pruning_visualization.png').stat().st_size > 1000
+  shares = saved['background_share']
+  assert list(shares) == list(names[1:])  # Every scoring pruner, none excluded.
+  assert all(0 <= v <= 1 for d in shares.values() for v in d['kept_background_share'])
+  assert 'Share of the kept patches that are background (50 test images' in table
 
 
 def test_tome_and_evit_by_name_with_their_options(tiny_trained_run, tmp_path):
   config, workdir = tiny_trained_run
   c = _evaluate_config(config, workdir, 'none', 'tome', 'evit')
   c.prune.tome_r, c.prune.evit_keep_rate, c.prune.evit_layers = 3, 0.5, (0,)
+  c.viz.pruner, c.viz.num_images = 'tome', 2  # Which patches merged into which token.
   records = jobs.run(c, str(tmp_path))['records']
+  assert (tmp_path / 'pruning_visualization.png').stat().st_size > 1000
   none, tome, evit = records
   # 17 tokens: ToMe merges 3 per block; EViT keeps ceil(0.5 * 16) = 8 patches + CLS + the fused one.
   assert tome['tokens_per_layer'] == [14.0, 11.0] and tome['r'] == 3

@@ -111,6 +111,12 @@ def test_cls_attention_keeps_the_most_attended_tokens():
   np.testing.assert_array_equal(mask, [[1, 1, 1, 0, 0]])
 
 
+def test_inverse_cls_attention_ranks_the_other_way():
+  stats = vit.TokenStats(jnp.array([[0.5, 0.1, 0.3, 0.1]]), jnp.zeros((1, 4)))
+  inverse = pruners.inverse_cls_attention_score(0, None, None, stats, None)
+  np.testing.assert_allclose(inverse, -stats.cls_attention)
+
+
 def test_similarity_drops_a_duplicate_first():
   x = jnp.array([[[1.0, 0, 0], [0, 1.0, 0], [0, 1.0, 0.01], [0, 0, 1.0]]])
   scores = pruners.similarity_score(0, x, jnp.ones((1, 4)), None, None)
@@ -125,6 +131,7 @@ def test_registry_names_and_options():
     'random',
     'greedy',
     'cls_attention',
+    'inverse_cls_attention',
     'mean_attention',
     'similarity',
     'tome',
@@ -142,7 +149,7 @@ def test_unknown_pruner():
     pruning.make_pruner('magic', CFG, r_max=0.5, alpha=1.0)
   assert str(e.value) == (
     "Unknown pruner 'magic'; choose from: none, random, greedy, "
-    'cls_attention, mean_attention, similarity, tome, evit.'
+    'cls_attention, inverse_cls_attention, mean_attention, similarity, tome, evit.'
   )
 
 

@@ -79,3 +79,77 @@ def kept_patches_figure(
   fig.suptitle(title, fontsize=9)
   fig.tight_layout()
   return fig
+
+
+def merged_sources(
+  model: vit.VisionTransformer, params: Any, images: jax.Array, pruner: pruning.Pruner
+) -> np.ndarray:
+  """(B, L, N, P) weights of the P patches in each token after each block, for a merging pruner
+  (ToMe, EViT): which patches merged into which token, as ToMe's source tracing shows.
+
+  One-hot sources (CLS none) ride along with the tokens through every merge, which averages or sums
+  them as it does the tokens, so a weight > 0 means the patch is part of the token. The matching
+  itself reads the keys, not the tokens, so the extra columns do not change what merges.
+  """
+  if pruner.merger is None:
+    raise ValueError(f'{pruner.name} does not merge tokens')
+  cfg = model.config
+  d, p = cfg.hidden_size, cfg.num_patches
+
+  def fn(params, images):
+    recorded = []
+    sources = jnp.broadcast_to(
+      jnp.eye(cfg.num_tokens, p, k=-1, dtype=jnp.float32), (images.shape[0], cfg.num_tokens, p)
+    )
+
+    def merge(layer, x, keep_mask, size, metric, stats):
+      nonlocal sources
+      both = jnp.concatenate([x.astype(jnp.float32), sources], axis=-1)
+      both, keep_mask, size = pruner.merger.merge(layer, both, keep_mask, size, metric, stats)
+      x, sources = both[..., :d].astype(x.dtype), both[..., d:]
+      padded = jnp.zeros((x.shape[0], cfg.num_tokens, p)).at[:, : x.shape[1]].set(sources)
+      recorded.append(padded)
+      return x, keep_mask, size
+
+    merger = pruner.merger._replace(merge=merge)
+    model.apply({'params': params}, images, token_merger=merger)
+    return jnp.stack(recorded, axis=1)
+
+  return multihost_utils.process_allgather(jax.jit(fn)(params, images), tiled=True)
+
+
+def merged_groups_figure(
+  images: np.ndarray, sources: np.ndarray, vit_cfg: vit.ViTConfig, title: str
+) -> figure.Figure:
+  """One row per image: the input, then after each block every patch painted with the mean
+  colour of the token it merged into (ToMe's Fig. 4 style); patches fused into EViT's extra token
+  are painted likewise."""
+  grid, ps = vit_cfg.image_size // vit_cfg.patch_size, vit_cfg.patch_size
+  layers = vit_cfg.num_layers
+  fig = figure.Figure(figsize=(1.6 * (layers + 1), 1.6 * len(images)))
+  axes = fig.subplots(len(images), layers + 1, squeeze=False)
+  for i, image in enumerate(np.asarray(images)):
+    shown = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
+    shown = np.repeat(shown, 3, axis=-1) if shown.shape[-1] == 1 else shown
+    patches = shown.reshape(grid, ps, grid, ps, 3).transpose(0, 2, 1, 3, 4).reshape(grid * grid, -1)
+    axes[i, 0].imshow(shown)
+    axes[i, 0].set_title('input' if i == 0 else '', fontsize=8)
+    for layer in range(layers):
+      member = sources[i, layer] > 0  # (N, P)
+      owner = np.argmax(member, axis=0)  # The token each patch is part of.
+      means = np.stack(
+        [
+          patches[member[t]].mean(axis=0) if member[t].any() else patches[0] * 0
+          for t in range(member.shape[0])
+        ]
+      )
+      painted = means[owner].reshape(grid, grid, ps, ps, 3).transpose(0, 2, 1, 3, 4)
+      axes[i, layer + 1].imshow(painted.reshape(grid * ps, grid * ps, 3))
+      if i == 0:
+        tokens = int(member.any(axis=1).sum()) + 1
+        axes[i, layer + 1].set_title(f'after block {layer}\n{tokens} tokens', fontsize=7)
+  for ax in axes.ravel():
+    ax.set_axis_off()
+  fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  return fig

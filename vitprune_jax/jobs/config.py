@@ -227,6 +227,7 @@ CHECKS = {
   'game.budget_schedule': _choice('geometric', 'cls_attention'),
   'game.budget_alpha': _positive,
   'game.budget_range': _numbers(_in_range(0.0, 1.0)),
+  'viz.background_images': _int_at_least(0),
   'deploy.capacity_quantile': _in_range(0.0, 1.0, lo_open=True),
   'deploy.capacity_bucket': _int_at_least(1),
   'deploy.budgets': _numbers(_in_range(0.0, 1.0)),

@@ -17,7 +17,7 @@ from jax.experimental import multihost_utils
 
 from vitprune_jax import parallel, pruning
 from vitprune_jax.errors import UserError
-from vitprune_jax.evaluation import compare, visualize
+from vitprune_jax.evaluation import compare, diagnostics, visualize
 from vitprune_jax.jobs import common, train_policy
 from vitprune_jax.rl import policies
 
@@ -38,14 +38,49 @@ def draw(config, model, params, split: str, path: str, mesh) -> None:
   batch = parallel.shard_batch(next(common.split_batches(config, split)()), mesh)
   n = config.viz.num_images
   rng = jax.random.PRNGKey(config.seed)
-  masks = visualize.kept_masks(model, params, batch['image'], pruner, rng)[:n]
   images = multihost_utils.process_allgather(batch['image'], tiled=True)[:n]
-  title = (
-    f'{pruner.name} (r_max={config.prune.r_max}, alpha={config.prune.alpha}): kept patches; '
-    'pruned ones greyed'
+  options = ', '.join(
+    f'{o}={config.prune[common.PRUNER_OPTION_KEYS[o]]}' for o in pruning.pruner_options(pruner.name)
   )
-  common.save_figure(visualize.kept_patches_figure(images, masks, vit_cfg, title), path, dpi=110)
+  if pruner.merger is not None:  # Which patches merged into which token.
+    sources = visualize.merged_sources(model, params, batch['image'], pruner)[:n]
+    title = f'{pruner.name} ({options}): each patch painted with the mean of its merged token'
+    fig = visualize.merged_groups_figure(images, sources, vit_cfg, title)
+  else:
+    masks = visualize.kept_masks(model, params, batch['image'], pruner, rng)[:n]
+    title = f'{pruner.name} ({options}): kept patches; pruned ones greyed'
+    fig = visualize.kept_patches_figure(images, masks, vit_cfg, title)
+  common.save_figure(fig, path, dpi=110)
   logging.info('Wrote %s', path)
+
+
+def background_table(config, model, params, named, split, mesh) -> tuple[dict, str]:
+  """Per scoring pruner, the share of its kept patches that are background after each layer, on
+  the first eval batch (at most `viz.background_images` images)."""
+  batch = parallel.shard_batch(next(common.split_batches(config, split)()), mesh)
+  images = multihost_utils.process_allgather(batch['image'], tiled=True)
+  mask = multihost_utils.process_allgather(batch['mask'], tiled=True) > 0
+  n = min(config.viz.background_images, int(mask.sum()))
+  rng = jax.random.PRNGKey(config.seed)
+  shares, lines = {}, []
+  for name, pruner in named:
+    if pruner is None or pruner.score_fn is None:
+      continue
+    masks = visualize.kept_masks(model, params, batch['image'], pruner, rng)[mask][:n]
+    shares[name] = diagnostics.background_share(images[mask][:n], masks, model.config)
+  if shares:
+    base = next(iter(shares.values()))['background_share']
+    lines = [
+      f'### Share of the kept patches that are background ({n} {split} images; '
+      f'{100 * base:.1f} % of all patches are)',
+      '',
+      '| pruner | after each layer (%) |',
+      '|---|---|',
+    ] + [
+      f'| {k} | {", ".join(f"{100 * v:.1f}" for v in d["kept_background_share"])} |'
+      for k, d in shares.items()
+    ]
+  return shares, '\n'.join(lines) + '\n'
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -53,11 +88,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   check_pruner_names(names)
   if config.viz.num_images > 0 and config.viz.pruner != 'none':
     check_pruner_names((config.viz.pruner,), 'viz.pruner')
-    if config.viz.pruner not in pruning.PRUNERS or config.viz.pruner in pruning.MERGERS:
-      raise UserError(
-        f'--config.viz.pruner={config.viz.pruner!r} must be a scoring heuristic (the figure '
-        'greys the patches it drops; merging keeps them all).'
-      )
+    if config.viz.pruner not in pruning.PRUNERS:
+      raise UserError(f'--config.viz.pruner={config.viz.pruner!r} must be a heuristic pruner.')
   mesh = parallel.make_mesh()
   common.check_batch(config, 'eval.batch_size')
   model, params, meta = common.load_vit(config, config.init.vit_dir or workdir, mesh)
@@ -96,6 +128,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     f'{config.prune.execution} mode, checkpoint {meta["checkpoint_dir"]}'
   )
   table = compare.markdown_table(records, title)
+  if config.viz.background_images > 0:
+    summary['background_share'], extra = background_table(config, model, params, named, split, mesh)
+    table += '\n' + extra
   common.write_records(workdir, 'evaluate_results', records, summary, table)
   common.print_table(table)
   if config.viz.num_images > 0 and config.viz.pruner != 'none':

@@ -12,6 +12,8 @@ name and the options. Every pruner but `none` takes the schedule options `r_max`
 - `none`: keeps everything.
 - `cls_attention` (seed 002 §1.1): attention from CLS, averaged over heads, with the keep_ratio
   schedule.
+- `inverse_cls_attention`: the opposite ranking, a control: if it beats cls_attention, CLS attention
+  points at what the model does not need.
 - `mean_attention` (seed 002 §1.2): mean attention a token receives from the other kept patches,
   same schedule.
 - `similarity`: drops the most redundant tokens first; redundancy = highest cosine similarity to
@@ -66,6 +68,14 @@ def cls_attention_score(
 ) -> Array:
   del layer, x, keep_mask, key
   return stats.cls_attention
+
+
+def inverse_cls_attention_score(
+  layer: int, x: Array, keep_mask: Array, stats: TokenStats, key: Array
+) -> Array:
+  """Minus CLS attention: keeps what CLS attends to least (a control for cls_attention)."""
+  del layer, x, keep_mask, key
+  return -stats.cls_attention
 
 
 def mean_attention_score(
@@ -165,6 +175,7 @@ PRUNERS: dict[str, Callable[..., Pruner]] = {
   'random': _scheduled('random', random_score),
   'greedy': build_greedy,
   'cls_attention': _scheduled('cls_attention', cls_attention_score),
+  'inverse_cls_attention': _scheduled('inverse_cls_attention', inverse_cls_attention_score),
   'mean_attention': _scheduled('mean_attention', mean_attention_score),
   'similarity': _scheduled('similarity', similarity_score),
   'tome': build_tome,
