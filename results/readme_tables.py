@@ -80,7 +80,32 @@ def fashion_mnist_pareto() -> str:
   return '\n'.join(lines) + '\n'
 
 
-TABLES = {'budget_mappo': budget_mappo, 'fashion_mnist_pareto': fashion_mnist_pareto}
+def fashion_mnist_evaluate() -> str:
+  """mode=evaluate at seed 002's schedule: accuracy, GFLOPs and the background share per pruner."""
+  run = json.loads((HERE / 'fashion_mnist' / 'evaluate' / 'evaluate_results.json').read_text())
+  shares = run.get('background_share', {})
+  lines = [
+    '| pruner | accuracy (%) | macro-F1 | GFLOPs vs unpruned | kept patches that are background, '
+    'after the first / last block (%) |',
+    '|---|---|---|---|---|',
+  ]
+  for r in run['records']:
+    share = shares.get(r['pruner'])
+    bg = '-' if share is None else (
+      f'{100 * share["kept_background_share"][0]:.1f} / {100 * share["kept_background_share"][-1]:.1f}'
+    )
+    lines.append(
+      f'| {r["pruner"]} | {100 * r["accuracy"]:.2f} | {r["macro_f1"]:.3f} | '
+      f'{r["gflops_ratio"]:.2f} | {bg} |'
+    )
+  return '\n'.join(lines) + '\n'
+
+
+TABLES = {
+  'budget_mappo': budget_mappo,
+  'fashion_mnist_pareto': fashion_mnist_pareto,
+  'fashion_mnist_evaluate': fashion_mnist_evaluate,
+}
 
 
 def render(text: str) -> str:
