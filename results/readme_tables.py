@@ -91,9 +91,10 @@ def fashion_mnist_evaluate() -> str:
   ]
   for r in run['records']:
     share = shares.get(r['pruner'])
-    bg = '-' if share is None else (
-      f'{100 * share["kept_background_share"][0]:.1f} / {100 * share["kept_background_share"][-1]:.1f}'
-    )
+    bg = '-'
+    if share is not None:
+      first, last = share['kept_background_share'][0], share['kept_background_share'][-1]
+      bg = f'{100 * first:.1f} / {100 * last:.1f}'
     lines.append(
       f'| {r["pruner"]} | {100 * r["accuracy"]:.2f} | {r["macro_f1"]:.3f} | '
       f'{r["gflops_ratio"]:.2f} | {bg} |'
@@ -101,7 +102,28 @@ def fashion_mnist_evaluate() -> str:
   return '\n'.join(lines) + '\n'
 
 
+def fashion_mnist_finetune() -> str:
+  """mode=finetune: every method fine-tuned on its own pruning, scored on its own copy."""
+  run = json.loads((HERE / 'fashion_mnist' / 'finetune' / 'finetune_comparison.json').read_text())
+  reference = next(r for r in run['records'] if r['method'] == 'none')
+  lines = [
+    '| method (its own fine-tuned copy) | accuracy (%) | vs fine-tuned unpruned (pt) | '
+    'GFLOPs vs unpruned |',
+    '|---|---|---|---|',
+    f'| original ViT, unpruned, not fine-tuned | '
+    f'{100 * run["original_unpruned_test_accuracy"]:.2f} | | 1.00 |',
+  ]
+  for r in run['records']:
+    accuracy = f'{100 * r["accuracy"]:.2f}'
+    if r.get('seeds', 1) > 1:
+      accuracy += f' ± {100 * r["accuracy_ci95"]:.2f} ({r["seeds"]} seeds)'
+    delta = 100 * (r['accuracy'] - reference['accuracy'])
+    lines.append(f'| {r["pruner"]} | {accuracy} | {delta:+.2f} | {r["gflops_ratio"]:.3f} |')
+  return '\n'.join(lines) + '\n'
+
+
 TABLES = {
+  'fashion_mnist_finetune': fashion_mnist_finetune,
   'budget_mappo': budget_mappo,
   'fashion_mnist_pareto': fashion_mnist_pareto,
   'fashion_mnist_evaluate': fashion_mnist_evaluate,
