@@ -43,6 +43,29 @@ def kept_masks(
   return multihost_utils.process_allgather(jax.jit(fn)(params, images, rng), tiled=True)
 
 
+def _image_rows(images: np.ndarray, layers: int):
+  """A figure with one row per image: the input (min-max scaled, RGB) in column 0, `layers` more
+  columns; returns (figure, axes, the scaled images)."""
+  fig = figure.Figure(figsize=(1.6 * (layers + 1), 1.6 * len(images)))
+  axes = fig.subplots(len(images), layers + 1, squeeze=False)
+  shown_images = []
+  for i, image in enumerate(np.asarray(images)):
+    shown = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
+    shown = np.repeat(shown, 3, axis=-1) if shown.shape[-1] == 1 else shown
+    axes[i, 0].imshow(shown)
+    axes[i, 0].set_title('input' if i == 0 else '', fontsize=8)
+    shown_images.append(shown)
+  return fig, axes, shown_images
+
+
+def _finish(fig: figure.Figure, axes, title: str) -> figure.Figure:
+  for ax in axes.ravel():
+    ax.set_axis_off()
+  fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  return fig
+
+
 def kept_patches_figure(
   images: np.ndarray, masks: np.ndarray, vit_cfg: vit.ViTConfig, title: str
 ) -> figure.Figure:
@@ -59,13 +82,8 @@ def kept_patches_figure(
   """
   grid = vit_cfg.image_size // vit_cfg.patch_size
   layers = vit_cfg.num_layers
-  fig = figure.Figure(figsize=(1.6 * (layers + 1), 1.6 * len(images)))
-  axes = fig.subplots(len(images), layers + 1, squeeze=False)
-  for i, image in enumerate(np.asarray(images)):
-    shown = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
-    shown = np.repeat(shown, 3, axis=-1) if shown.shape[-1] == 1 else shown
-    axes[i, 0].imshow(shown)
-    axes[i, 0].set_title('input' if i == 0 else '', fontsize=8)
+  fig, axes, shown_images = _image_rows(images, layers)
+  for i, shown in enumerate(shown_images):
     for layer in range(layers):
       patch_mask = masks[i, layer, 1:].reshape(grid, grid)
       pixel_mask = np.kron(patch_mask, np.ones((vit_cfg.patch_size, vit_cfg.patch_size)))[..., None]
@@ -74,11 +92,7 @@ def kept_patches_figure(
         axes[i, layer + 1].set_title(
           f'after block {layer}\n{int(masks[i, layer].sum())} tokens', fontsize=7
         )
-  for ax in axes.ravel():
-    ax.set_axis_off()
-  fig.suptitle(title, fontsize=9)
-  fig.tight_layout()
-  return fig
+  return _finish(fig, axes, title)
 
 
 def merged_sources(
@@ -126,14 +140,9 @@ def merged_groups_figure(
   are painted likewise."""
   grid, ps = vit_cfg.image_size // vit_cfg.patch_size, vit_cfg.patch_size
   layers = vit_cfg.num_layers
-  fig = figure.Figure(figsize=(1.6 * (layers + 1), 1.6 * len(images)))
-  axes = fig.subplots(len(images), layers + 1, squeeze=False)
-  for i, image in enumerate(np.asarray(images)):
-    shown = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
-    shown = np.repeat(shown, 3, axis=-1) if shown.shape[-1] == 1 else shown
+  fig, axes, shown_images = _image_rows(images, layers)
+  for i, shown in enumerate(shown_images):
     patches = shown.reshape(grid, ps, grid, ps, 3).transpose(0, 2, 1, 3, 4).reshape(grid * grid, -1)
-    axes[i, 0].imshow(shown)
-    axes[i, 0].set_title('input' if i == 0 else '', fontsize=8)
     for layer in range(layers):
       member = sources[i, layer] > 0  # (N, P)
       owner = np.argmax(member, axis=0)  # The token each patch is part of.
@@ -148,8 +157,4 @@ def merged_groups_figure(
       if i == 0:
         tokens = int(member.any(axis=1).sum()) + 1
         axes[i, layer + 1].set_title(f'after block {layer}\n{tokens} tokens', fontsize=7)
-  for ax in axes.ravel():
-    ax.set_axis_off()
-  fig.suptitle(title, fontsize=9)
-  fig.tight_layout()
-  return fig
+  return _finish(fig, axes, title)
