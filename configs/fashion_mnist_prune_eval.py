@@ -22,6 +22,7 @@ def get_config():
     'greedy',
     'cls_attention',
     'inverse_cls_attention',
+    'cls_value_attention',
     'mean_attention',
     'similarity',
     'tome',

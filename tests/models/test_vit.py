@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vitprune_jax import pruning
 from vitprune_jax.errors import UserError
 from vitprune_jax.models import vit
 
@@ -194,6 +195,53 @@ def test_token_statistics_match_hand_computation():
   np.testing.assert_allclose(stats.mean_attention[0, 2], (p[1, 2] + p[3, 2]) / 2, rtol=1e-6)
 
 
+def test_value_weighted_cls_attention_matches_hand_computation():
+  # 2 heads, 3 tokens; CLS rows per head and value norms per (token, head).
+  probs = np.zeros((1, 2, 3, 3), np.float32)
+  probs[0, 0, 0] = [0.5, 0.25, 0.25]
+  probs[0, 1, 0] = [0.2, 0.6, 0.2]
+  values = np.zeros((1, 3, 2, 2), np.float32)
+  values[0, :, 0] = [[3, 4], [0, 1], [0, 2]]  # Norms 5, 1, 2 in head 0.
+  values[0, :, 1] = [[1, 0], [0, 3], [0, 0]]  # Norms 1, 3, 0 in head 1.
+  stats = vit.token_statistics(jnp.asarray(probs), jnp.ones((1, 3)), jnp.asarray(values))
+  expected = [(0.5 * 5 + 0.2 * 1) / 2, (0.25 * 1 + 0.6 * 3) / 2, (0.25 * 2 + 0.2 * 0) / 2]
+  np.testing.assert_allclose(stats.cls_value_attention[0], expected, rtol=1e-6)
+  np.testing.assert_allclose(stats.cls_attention[0], [0.35, 0.425, 0.225], rtol=1e-6)
+
+
+@pytest.mark.parametrize('masked', [False, True])
+@pytest.mark.parametrize('merged', [False, True])
+def test_fused_attention_gives_the_explicit_paths_logits_and_statistics(tiny, masked, merged):
+  """Without `mean_attention` attention runs through jax.nn.dot_product_attention and the CLS
+  statistics come from the CLS row alone: same logits and CLS statistics as the explicit path,
+  with a dropped key and with ToMe's proportional attention (sizes != 1)."""
+  model, params, images = tiny
+  mask = jnp.ones((3, TINY.num_tokens)).at[:, 5].set(0.0) if masked else None
+  merger = None
+  if merged:
+    merger = pruning.make_pruner('tome', TINY, r=3).merger
+  run = lambda statistics: model.apply(
+    {'params': params}, images, keep_mask=mask, token_merger=merger, statistics=statistics
+  )
+  explicit, aux_explicit = run(vit.STATISTICS)
+  cls_only = ('cls_attention', 'cls_value_attention')
+  fused, aux_fused = run(cls_only)
+  bare, aux_bare = run(())
+  np.testing.assert_allclose(fused, explicit, atol=1e-5)
+  np.testing.assert_allclose(bare, explicit, atol=1e-5)
+  for s_explicit, s_fused, s_bare in zip(aux_explicit.stats, aux_fused.stats, aux_bare.stats):
+    for name in cls_only:
+      np.testing.assert_allclose(getattr(s_fused, name), getattr(s_explicit, name), atol=1e-6)
+    assert s_fused.mean_attention is None
+    assert s_bare == vit.TokenStats()
+
+
+def test_an_unknown_statistic_is_an_error(tiny):
+  model, params, images = tiny
+  with pytest.raises(ValueError, match="unknown statistic 'cls'"):
+    model.apply({'params': params}, images, statistics=('cls',))
+
+
 def test_all_ones_mask_changes_nothing(tiny):
   model, params, images = tiny
   plain, _ = model.apply({'params': params}, images)
@@ -258,11 +306,11 @@ def _stages(model, params, images, keep_mask, *, train=False, rngs=None):
   """The forward pass stage by stage, each through `model.apply(..., method=...)`."""
   apply = functools.partial(model.apply, {'params': params}, rngs=rngs or {})
   x = apply(images, train=train, method='embed')
-  probs = []
+  stats = []
   for layer in range(model.config.num_layers):
-    x, p = apply(layer, x, keep_mask, train=train, method=vit.VisionTransformer.block)
-    probs.append(p)
-  return apply(x, method='readout'), probs
+    x, s = apply(layer, x, keep_mask, train=train, method=vit.VisionTransformer.block)
+    stats.append(s)
+  return apply(x, method='readout'), stats
 
 
 @pytest.mark.parametrize('masked', [False, True])
@@ -271,12 +319,11 @@ def test_stage_methods_compose_to_the_model(tiny, masked):
   ones = jnp.ones((3, TINY.num_tokens))
   mask = ones.at[:, 7].set(0.0) if masked else ones
   expected, aux = model.apply({'params': params}, images, keep_mask=mask if masked else None)
-  logits, probs = _stages(model, params, images, mask)
+  logits, stats = _stages(model, params, images, mask)
   np.testing.assert_array_equal(logits, expected)
-  assert probs[0].shape == (3, TINY.num_heads, TINY.num_tokens, TINY.num_tokens)
-  for layer, p in enumerate(probs):
-    stats = vit.token_statistics(p, mask)
-    np.testing.assert_array_equal(stats.cls_attention, aux.stats[layer].cls_attention)
+  for layer, s in enumerate(stats):
+    for name in vit.STATISTICS:
+      np.testing.assert_array_equal(getattr(s, name), getattr(aux.stats[layer], name))
   # The stages honour the mask: dropping token 7 changes the logits.
   plain, _ = model.apply({'params': params}, images)
   assert np.allclose(logits, plain) != masked

@@ -117,6 +117,15 @@ def test_inverse_cls_attention_ranks_the_other_way():
   np.testing.assert_allclose(inverse, -stats.cls_attention)
 
 
+def test_each_pruner_asks_for_exactly_the_statistics_it_reads():
+  needs = {name: build(name).statistics for name in pruning.PRUNERS}
+  assert needs['none'] == needs['random'] == needs['similarity'] == needs['tome'] == ()
+  assert needs['cls_attention'] == needs['greedy'] == needs['evit'] == ('cls_attention',)
+  assert needs['mean_attention'] == ('mean_attention',)
+  assert needs['cls_value_attention'] == ('cls_value_attention',)
+  assert pruning.model_hooks(None, execution='compact') == {'statistics': ()}
+
+
 def test_similarity_drops_a_duplicate_first():
   x = jnp.array([[[1.0, 0, 0], [0, 1.0, 0], [0, 1.0, 0.01], [0, 0, 1.0]]])
   scores = pruners.similarity_score(0, x, jnp.ones((1, 4)), None, None)
@@ -132,6 +141,7 @@ def test_registry_names_and_options():
     'greedy',
     'cls_attention',
     'inverse_cls_attention',
+    'cls_value_attention',
     'mean_attention',
     'similarity',
     'tome',
@@ -149,7 +159,8 @@ def test_unknown_pruner():
     pruning.make_pruner('magic', CFG, r_max=0.5, alpha=1.0)
   assert str(e.value) == (
     "Unknown pruner 'magic'; choose from: none, random, greedy, "
-    'cls_attention, inverse_cls_attention, mean_attention, similarity, tome, evit.'
+    'cls_attention, inverse_cls_attention, cls_value_attention, mean_attention, similarity, '
+    'tome, evit.'
   )
 
 

@@ -219,8 +219,9 @@ def policy_records(
       variants.append((f'{name} (own votes)', dataclasses.replace(learned, threshold=0.0)))
   else:
     variants = [(name, learned), (f'{name}+fill', dataclasses.replace(learned, threshold=None))]
-  cls_matched = pruning.Pruner(
-    f'cls_attention@matched{label}', pruning.pruners.cls_attention_score, learned.budget
+  cls_matched = dataclasses.replace(
+    pruning.at_capacities('cls_attention', model.config, learned.budget),
+    name=f'cls_attention@matched{label}',
   )
   named = ([('none', None)] if with_unpruned else []) + [(cls_matched.name, cls_matched)]
   records = common.compare_on_split(
@@ -233,8 +234,8 @@ def policy_records(
     throughput_repeats=config.eval.throughput_repeats,
     warm=with_unpruned,
   )
-  random_matched = pruning.Pruner(
-    f'random@matched{label}', pruning.pruners.random_score, learned.budget
+  random_matched = dataclasses.replace(
+    pruning.at_capacities('random', model.config, learned.budget), name=f'random@matched{label}'
   )
   per_seed = []
   for i in range(config.deploy.random_seeds):

@@ -1,7 +1,8 @@
 """Vision Transformer (ViT/DeiT) whose forward pass already carries what token pruning needs.
 
-Every block returns its attention probabilities, from which the model derives two per-token
-statistics (CLS attention and mean received attention) without a second pass. A keep mask (B, N)
+Every block returns the per-token statistics pruners rank by (CLS attention, mean received
+attention, value-weighted CLS attention: `TokenStats`) without a second pass, and only those the
+caller asks for: attention runs fused unless one needs the full attention map. A keep mask (B, N)
 travels through the blocks: a dropped token is no longer a key for anyone and its own state is
 frozen, so an all-ones mask is the plain ViT. A `token_selector` callback runs after each block;
 pruning methods use it to change the mask (mask mode) or to gather the kept tokens into fewer slots
@@ -171,10 +172,23 @@ def make_vit_config(
 
 
 class TokenStats(NamedTuple):
-  """Per-token importance statistics of one block, fp32, (B, N) each (index 0 is CLS)."""
+  """Per-token importance statistics of one block, fp32, (B, N) each (index 0 is CLS).
 
-  cls_attention: Array  # Attention CLS pays to each token, averaged over heads.
-  mean_attention: Array  # Mean attention each token receives from the other kept patch tokens.
+  A statistic the forward was not asked for (`statistics=`) is None.
+  """
+
+  cls_attention: Optional[Array] = None  # Attention CLS pays to each token, mean over heads.
+  # Mean attention each token receives from the other kept patch tokens.
+  mean_attention: Optional[Array] = None
+  # CLS attention times the norm of the token's value, a_j * ||v_j||, per head, mean over heads:
+  # how much token j actually moves CLS's attention output.
+  cls_value_attention: Optional[Array] = None
+
+
+# Every statistic a block can compute. Only `mean_attention` needs the full (B, H, N, N) map; the
+# others come from the CLS query row, so a forward that asks for none of it runs fused attention.
+STATISTICS = TokenStats._fields
+NEEDS_FULL_MAP = ('mean_attention',)
 
 
 class ModelAux(NamedTuple):
@@ -184,12 +198,31 @@ class ModelAux(NamedTuple):
   keep_mask: Array  # Final keep mask (B, N_last).
 
 
-def token_statistics(probs: Array, keep_mask: Array) -> TokenStats:
-  """Reduces attention probabilities (B, H, N, N) to the per-token scores pruners rank by."""
+def _check_statistics(statistics: tuple[str, ...]) -> None:
+  unknown = [name for name in statistics if name not in STATISTICS]
+  if unknown:
+    raise ValueError(f'unknown statistic {unknown[0]!r}; the model computes {STATISTICS}')
+
+
+def cls_statistics(cls_probs: Array, values: Optional[Array] = None) -> TokenStats:
+  """The statistics of the CLS query row `cls_probs` (B, H, N); `values` (B, N, H, head_dim)
+  adds `cls_value_attention`."""
+  cls_probs = cls_probs.astype(jnp.float32)
+  value_weighted = None
+  if values is not None:
+    norms = jnp.linalg.norm(values.astype(jnp.float32), axis=-1)  # (B, N, H)
+    value_weighted = jnp.mean(cls_probs * jnp.swapaxes(norms, 1, 2), axis=1)
+  return TokenStats(cls_attention=cls_probs.mean(axis=1), cls_value_attention=value_weighted)
+
+
+def token_statistics(probs: Array, keep_mask: Array, values: Optional[Array] = None) -> TokenStats:
+  """Reduces attention probabilities (B, H, N, N) to the per-token scores pruners rank by.
+
+  `values` (B, N, H, head_dim), if given, adds `cls_value_attention`.
+  """
   # Row 0 first, then the head mean: averaging the whole (B, N, N) map for one row cost ~1 % of a
-  # pruned DeiT-S forward (benchmarks/pruning_speed.py). mean_attention needs the full map; XLA
-  # drops it when unused.
-  cls_attention = probs[:, :, 0, :].astype(jnp.float32).mean(axis=1)
+  # pruned DeiT-S forward (benchmarks/pruning_speed.py).
+  row = cls_statistics(probs[:, :, 0, :], values)
   p = probs.astype(jnp.float32).mean(axis=1)  # (B, N, N): queries x keys.
   n = p.shape[-1]
   # Queries that count: kept patch tokens (not CLS), never a token attending to itself.
@@ -198,7 +231,7 @@ def token_statistics(probs: Array, keep_mask: Array) -> TokenStats:
   weights = q_valid[:, :, None] * off_diag[None]
   received = jnp.sum(p * weights, axis=1)
   count = jnp.maximum(jnp.sum(weights, axis=1), 1.0)
-  return TokenStats(cls_attention=cls_attention, mean_attention=received / count)
+  return row._replace(mean_attention=received / count)
 
 
 class MlpBlock(nn.Module):
@@ -224,9 +257,13 @@ class MlpBlock(nn.Module):
 
 
 class MaskedSelfAttention(nn.Module):
-  """Multi-head self-attention that ignores dropped keys and returns its probabilities.
+  """Multi-head self-attention that ignores dropped keys and returns the statistics asked for.
 
-  Same parameter layout as `flax.linen.MultiHeadDotProductAttention` (query/key/value/out).
+  Same parameter layout as `flax.linen.MultiHeadDotProductAttention` (query/key/value/out). Two
+  paths with the same output (to 1e-6 in fp32): when no statistic needs the full attention map,
+  `jax.nn.dot_product_attention` (fused; cuDNN where the backend has it) with the CLS row, (B, H,
+  1, N), recomputed for the statistics; otherwise the explicit softmax, whose map is reduced.
+  Logits and softmax are fp32 in both, whatever the compute dtype.
   """
 
   num_heads: int
@@ -234,12 +271,18 @@ class MaskedSelfAttention(nn.Module):
 
   @nn.compact
   def __call__(
-    self, x: Array, keep_mask: Array, size: Optional[Array] = None
-  ) -> tuple[Array, Array, Array]:
-    """(output (B, N, D), probabilities (B, H, N, N) fp32, keys averaged over heads (B, N, hd)).
+    self,
+    x: Array,
+    keep_mask: Array,
+    size: Optional[Array] = None,
+    *,
+    statistics: tuple[str, ...] = STATISTICS,
+  ) -> tuple[Array, TokenStats, Array]:
+    """(output (B, N, D), TokenStats of `statistics`, keys averaged over heads (B, N, hd)).
 
     `size` (B, N): proportional attention, log(size) added to the logits of each key (ToMe).
     """
+    _check_statistics(statistics)
     d = x.shape[-1]
     head_dim = d // self.num_heads
     dense = lambda name: nn.DenseGeneral(
@@ -249,17 +292,34 @@ class MaskedSelfAttention(nn.Module):
       kernel_init=nn.initializers.xavier_uniform(),
     )
     q, k, v = dense('query')(x), dense('key')(x), dense('value')(x)
-    logits = jnp.einsum('bqhd,bkhd->bhqk', q, k, preferred_element_type=jnp.float32)
-    logits = logits / jnp.sqrt(head_dim)
-    if size is not None:
-      logits = logits + jnp.log(size.astype(jnp.float32))[:, None, None, :]
-    logits = jnp.where(keep_mask[:, None, None, :] > 0, logits, _MASK_BIAS)
-    probs = jax.nn.softmax(logits, axis=-1)
-    out = jnp.einsum('bhqk,bkhd->bqhd', probs.astype(self.dtype), v)
+    bias = None if size is None else jnp.log(size.astype(jnp.float32))[:, None, None, :]
+    kept = keep_mask[:, None, None, :] > 0  # (B, 1, 1, N): which keys count.
+    values = v if 'cls_value_attention' in statistics else None
+    if any(name in NEEDS_FULL_MAP for name in statistics):
+      probs = _attention_probs(q, k, bias, kept)
+      out = jnp.einsum('bhqk,bkhd->bqhd', probs.astype(self.dtype), v)
+      stats = token_statistics(probs, keep_mask, values)
+    else:
+      out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=kept)
+      stats = TokenStats()
+      if statistics:
+        stats = cls_statistics(_attention_probs(q[:, :1], k, bias, kept)[:, :, 0], values)
+    stats = TokenStats(
+      **{name: getattr(stats, name) if name in statistics else None for name in STATISTICS}
+    )
     out = nn.DenseGeneral(
       d, axis=(-2, -1), dtype=self.dtype, name='out', kernel_init=nn.initializers.xavier_uniform()
     )(out)
-    return out, probs, jnp.mean(k.astype(jnp.float32), axis=2)
+    return out, stats, jnp.mean(k.astype(jnp.float32), axis=2)
+
+
+def _attention_probs(q: Array, k: Array, bias: Optional[Array], kept: Array) -> Array:
+  """Softmax attention of queries q (B, T, H, hd) over keys k (B, N, H, hd): (B, H, T, N), fp32."""
+  logits = jnp.einsum('bqhd,bkhd->bhqk', q, k, preferred_element_type=jnp.float32)
+  logits = logits / jnp.sqrt(q.shape[-1]).astype(jnp.float32)
+  if bias is not None:
+    logits = logits + bias
+  return jax.nn.softmax(jnp.where(kept, logits, _MASK_BIAS), axis=-1)
 
 
 class EncoderBlock(nn.Module):
@@ -287,20 +347,35 @@ class EncoderBlock(nn.Module):
     self.dropout = nn.Dropout(self.dropout_rate, name='Dropout_0')  # The compact module's name.
 
   def attend(
-    self, x: Array, keep_mask: Array, *, deterministic: bool, size: Optional[Array] = None
-  ) -> tuple[Array, Array, Array]:
-    """x + attention: (tokens, probabilities (B, H, N, N), keys averaged over heads)."""
-    y, probs, metric = self.MultiHeadDotProductAttention_1(self.LayerNorm_0(x), keep_mask, size)
+    self,
+    x: Array,
+    keep_mask: Array,
+    *,
+    deterministic: bool,
+    size: Optional[Array] = None,
+    statistics: tuple[str, ...] = STATISTICS,
+  ) -> tuple[Array, TokenStats, Array]:
+    """x + attention: (tokens, TokenStats of `statistics`, keys averaged over heads)."""
+    y, stats, metric = self.MultiHeadDotProductAttention_1(
+      self.LayerNorm_0(x), keep_mask, size, statistics=statistics
+    )
     y = self.dropout(y, deterministic=deterministic)
-    return x + keep_mask[..., None].astype(x.dtype) * y, probs, metric
+    return x + keep_mask[..., None].astype(x.dtype) * y, stats, metric
 
   def feed_forward(self, x: Array, keep_mask: Array, *, deterministic: bool) -> Array:
     y = self.MlpBlock_3(self.LayerNorm_2(x), deterministic=deterministic)
     return x + keep_mask[..., None].astype(x.dtype) * y
 
-  def __call__(self, x: Array, keep_mask: Array, *, deterministic: bool) -> tuple[Array, Array]:
-    x, probs, _ = self.attend(x, keep_mask, deterministic=deterministic)
-    return self.feed_forward(x, keep_mask, deterministic=deterministic), probs
+  def __call__(
+    self,
+    x: Array,
+    keep_mask: Array,
+    *,
+    deterministic: bool,
+    statistics: tuple[str, ...] = STATISTICS,
+  ) -> tuple[Array, TokenStats]:
+    x, stats, _ = self.attend(x, keep_mask, deterministic=deterministic, statistics=statistics)
+    return self.feed_forward(x, keep_mask, deterministic=deterministic), stats
 
 
 class PositionEmbedding(nn.Module):
@@ -345,12 +420,25 @@ class Encoder(nn.Module):
     x = x + self.posembed_input().astype(x.dtype)
     return self.dropout(x, deterministic=not train)
 
-  def block(self, layer: int, x: Array, keep_mask: Array, *, train: bool) -> tuple[Array, Array]:
-    return getattr(self, f'encoderblock_{layer}')(x, keep_mask, deterministic=not train)
+  def block(
+    self, layer: int, x: Array, keep_mask: Array, *, train: bool, statistics: tuple[str, ...]
+  ) -> tuple[Array, TokenStats]:
+    return getattr(self, f'encoderblock_{layer}')(
+      x, keep_mask, deterministic=not train, statistics=statistics
+    )
 
-  def attend(self, layer: int, x: Array, keep_mask: Array, size: Optional[Array], *, train: bool):
+  def attend(
+    self,
+    layer: int,
+    x: Array,
+    keep_mask: Array,
+    size: Optional[Array],
+    *,
+    train: bool,
+    statistics: tuple[str, ...],
+  ):
     return getattr(self, f'encoderblock_{layer}').attend(
-      x, keep_mask, deterministic=not train, size=size
+      x, keep_mask, deterministic=not train, size=size, statistics=statistics
     )
 
   def feed_forward(self, layer: int, x: Array, keep_mask: Array, *, train: bool) -> Array:
@@ -398,15 +486,21 @@ class VisionTransformer(nn.Module):
     return self.Transformer.add_positions(x, train=train)
 
   def block(
-    self, layer: int, x: Array, keep_mask: Array, *, train: bool = False
-  ) -> tuple[Array, Array]:
+    self,
+    layer: int,
+    x: Array,
+    keep_mask: Array,
+    *,
+    train: bool = False,
+    statistics: tuple[str, ...] = STATISTICS,
+  ) -> tuple[Array, TokenStats]:
     """Encoder block `layer` (a Python int) on tokens x (B, N, D) with keep mask (B, N).
 
-    Returns the new tokens (B, N, D) and the attention probabilities (B, H, N, N), fp32.
+    Returns the new tokens (B, N, D) and the block's TokenStats (those in `statistics`).
     """
     if not 0 <= layer < self.config.num_layers:
       raise ValueError(f'layer {layer} out of range: the model has {self.config.num_layers}.')
-    return self.Transformer.block(layer, x, keep_mask, train=train)
+    return self.Transformer.block(layer, x, keep_mask, train=train, statistics=statistics)
 
   def readout(self, x: Array) -> Array:
     """Final LayerNorm and the classification head on CLS: logits (B, classes) fp32."""
@@ -421,6 +515,7 @@ class VisionTransformer(nn.Module):
     train: bool = False,
     token_selector: Optional[TokenSelector] = None,
     token_merger: Optional[TokenMerger] = None,
+    statistics: tuple[str, ...] = STATISTICS,
   ) -> tuple[Array, ModelAux]:
     """Logits (B, classes) fp32 and the per-block statistics and kept counts.
 
@@ -431,6 +526,9 @@ class VisionTransformer(nn.Module):
       token_selector: called after each block to change the tokens and mask (pruning).
       token_merger: merges tokens between the attention and the MLP of every block (ToMe,
         EViT), carrying per-token sizes (all ones at the start: the plain ViT).
+      statistics: the `TokenStats` fields to compute in every block (the rest are None); without
+        `mean_attention`, attention runs fused (`MaskedSelfAttention`). `pruning.model_hooks`
+        asks for what its pruner reads.
 
     Returns:
       (logits, ModelAux).
@@ -442,12 +540,12 @@ class VisionTransformer(nn.Module):
     size = jnp.ones(x.shape[:2], jnp.float32) if token_merger is not None else None
     for i in range(self.config.num_layers):
       if token_merger is None:
-        x, probs = self.block(i, x, keep_mask, train=train)
-        layer_stats = token_statistics(probs, keep_mask)
+        x, layer_stats = self.block(i, x, keep_mask, train=train, statistics=statistics)
       else:
         prop = size if token_merger.proportional_attention else None
-        x, probs, metric = self.Transformer.attend(i, x, keep_mask, prop, train=train)
-        layer_stats = token_statistics(probs, keep_mask)
+        x, layer_stats, metric = self.Transformer.attend(
+          i, x, keep_mask, prop, train=train, statistics=statistics
+        )
         x, keep_mask, size = token_merger.merge(i, x, keep_mask, size, metric, layer_stats)
         x = self.Transformer.feed_forward(i, x, keep_mask, train=train)
       stats.append(layer_stats)

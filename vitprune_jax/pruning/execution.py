@@ -69,12 +69,14 @@ def model_hooks(
   pruner: Optional[Pruner], *, execution: str, rng: Optional[Array] = None
 ) -> dict[str, Any]:
   """The keyword arguments of `model.apply` that run `pruner`: its token_selector (scoring
-  pruners) and token_merger (ToMe, EViT: merging always gathers, whatever the execution)."""
+  pruners), token_merger (ToMe, EViT: merging always gathers, whatever the execution) and the
+  statistics it reads (only those are computed). None: the unpruned model, no statistics."""
   if pruner is None:
-    return {}
+    return {'statistics': ()}
   return {
     'token_selector': make_selector(pruner, execution=execution, rng=rng),
     'token_merger': pruner.merger,
+    'statistics': pruner.statistics,
   }
 
 

@@ -14,6 +14,9 @@ name and the options. Every pruner but `none` takes the schedule options `r_max`
   schedule.
 - `inverse_cls_attention`: the opposite ranking, a control: if it beats cls_attention, CLS attention
   points at what the model does not need.
+- `cls_value_attention`: CLS attention weighted by the norm of each token's value, a_j * ||v_j||
+  per head, mean over heads (issue 11's diagnostic: attention to a token with a small value moves
+  CLS little). Same schedule.
 - `mean_attention` (seed 002 §1.2): mean attention a token receives from the other kept patches,
   same schedule.
 - `similarity`: drops the most redundant tokens first; redundancy = highest cosine similarity to
@@ -38,7 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from vitprune_jax.errors import UserError
-from vitprune_jax.models.vit import TokenMerger, TokenStats, ViTConfig
+from vitprune_jax.models.vit import STATISTICS, TokenMerger, TokenStats, ViTConfig
 from vitprune_jax.pruning import flops, merging, schedules
 
 Array = jax.Array
@@ -56,6 +59,9 @@ class Pruner:
   # Merging (ToMe) or fusion (EViT) between attention and MLP instead of scoring; the budget is
   # then the token count it leaves after each block.
   merger: Optional[TokenMerger] = None
+  # The `TokenStats` fields its score or merger reads; the forward computes only those, and runs
+  # fused attention unless one needs the full map (`vit.NEEDS_FULL_MAP`). Default: all of them.
+  statistics: tuple[str, ...] = STATISTICS
 
   @property
   def merge_kind(self) -> Optional[str]:
@@ -76,6 +82,14 @@ def inverse_cls_attention_score(
   """Minus CLS attention: keeps what CLS attends to least (a control for cls_attention)."""
   del layer, x, keep_mask, key
   return -stats.cls_attention
+
+
+def cls_value_attention_score(
+  layer: int, x: Array, keep_mask: Array, stats: TokenStats, key: Array
+) -> Array:
+  """CLS attention weighted by the value norm, a_j * ||v_j|| (a diagnostic of cls_attention)."""
+  del layer, x, keep_mask, key
+  return stats.cls_value_attention
 
 
 def mean_attention_score(
@@ -127,14 +141,17 @@ def _schedule(name: str, vit_cfg: ViTConfig, r_max: float, alpha: float) -> list
 
 
 def build_none(vit_cfg: ViTConfig) -> Pruner:
-  return Pruner('none', None, tuple(schedules.unpruned(vit_cfg.num_tokens, vit_cfg.num_layers)))
+  budget = tuple(schedules.unpruned(vit_cfg.num_tokens, vit_cfg.num_layers))
+  return Pruner('none', None, budget, statistics=())
 
 
-def _scheduled(name: str, score_fn: ScoreFn) -> Callable[..., Pruner]:
-  """The builder of a pruner that ranks by `score_fn` and keeps seed 002's schedule of counts."""
+def _scheduled(name: str, score_fn: ScoreFn, statistics: tuple[str, ...]) -> Callable[..., Pruner]:
+  """The builder of a pruner that ranks by `score_fn` (which reads `statistics`) and keeps seed
+  002's schedule of counts."""
 
   def build(vit_cfg: ViTConfig, *, r_max: float, alpha: float) -> Pruner:
-    return Pruner(name, score_fn, tuple(_schedule(name, vit_cfg, r_max, alpha)))
+    budget = tuple(_schedule(name, vit_cfg, r_max, alpha))
+    return Pruner(name, score_fn, budget, statistics=statistics)
 
   build.__name__ = f'build_{name}'
   return build
@@ -142,8 +159,12 @@ def _scheduled(name: str, score_fn: ScoreFn) -> Callable[..., Pruner]:
 
 def build_greedy(vit_cfg: ViTConfig, *, r_max: float, alpha: float) -> Pruner:
   keep = matched_one_shot_keep(vit_cfg, _schedule('greedy', vit_cfg, r_max, alpha))
+  return _greedy(vit_cfg, keep)
+
+
+def _greedy(vit_cfg: ViTConfig, keep: int) -> Pruner:
   budget = schedules.constant_after_first(vit_cfg.num_tokens, vit_cfg.num_layers, keep)
-  return Pruner('greedy', cls_attention_score, tuple(budget))
+  return Pruner('greedy', cls_attention_score, tuple(budget), statistics=('cls_attention',))
 
 
 def build_tome(vit_cfg: ViTConfig, *, r: int) -> Pruner:
@@ -152,7 +173,7 @@ def build_tome(vit_cfg: ViTConfig, *, r: int) -> Pruner:
   steps = merging.tome_r_per_layer(vit_cfg.num_tokens, vit_cfg.num_layers, r)
   counts = merging.tome_counts(vit_cfg.num_tokens, vit_cfg.num_layers, r)
   merger = TokenMerger(merging.tome_merge(tuple(steps)), proportional_attention=True, kind='tome')
-  return Pruner('tome', None, tuple(counts), merger=merger)
+  return Pruner('tome', None, tuple(counts), merger=merger, statistics=())
 
 
 def build_evit(vit_cfg: ViTConfig, *, keep_rate: float, layers: tuple[int, ...] = ()) -> Pruner:
@@ -165,19 +186,24 @@ def build_evit(vit_cfg: ViTConfig, *, keep_rate: float, layers: tuple[int, ...] 
     )
   counts = merging.evit_counts(vit_cfg.num_tokens, vit_cfg.num_layers, keep_rate, layers)
   merger = TokenMerger(merging.evit_merge(keep_rate, layers), kind='evit')
-  return Pruner('evit', None, tuple(counts), merger=merger)
+  return Pruner('evit', None, tuple(counts), merger=merger, statistics=('cls_attention',))
 
 
 MERGERS = ('tome', 'evit')
 
 PRUNERS: dict[str, Callable[..., Pruner]] = {
   'none': build_none,
-  'random': _scheduled('random', random_score),
+  'random': _scheduled('random', random_score, ()),
   'greedy': build_greedy,
-  'cls_attention': _scheduled('cls_attention', cls_attention_score),
-  'inverse_cls_attention': _scheduled('inverse_cls_attention', inverse_cls_attention_score),
-  'mean_attention': _scheduled('mean_attention', mean_attention_score),
-  'similarity': _scheduled('similarity', similarity_score),
+  'cls_attention': _scheduled('cls_attention', cls_attention_score, ('cls_attention',)),
+  'inverse_cls_attention': _scheduled(
+    'inverse_cls_attention', inverse_cls_attention_score, ('cls_attention',)
+  ),
+  'cls_value_attention': _scheduled(
+    'cls_value_attention', cls_value_attention_score, ('cls_value_attention',)
+  ),
+  'mean_attention': _scheduled('mean_attention', mean_attention_score, ('mean_attention',)),
+  'similarity': _scheduled('similarity', similarity_score, ()),
   'tome': build_tome,
   'evit': build_evit,
 }
@@ -197,9 +223,7 @@ def at_capacities(name: str, vit_cfg: ViTConfig, capacities: tuple[int, ...]) ->
   if len(capacities) != vit_cfg.num_layers:
     raise ValueError(f'need {vit_cfg.num_layers} capacities, got {len(capacities)}')
   if name == 'greedy':
-    keep = matched_one_shot_keep(vit_cfg, list(capacities))
-    budget = schedules.constant_after_first(vit_cfg.num_tokens, vit_cfg.num_layers, keep)
-    return Pruner('greedy', cls_attention_score, tuple(budget))
+    return _greedy(vit_cfg, matched_one_shot_keep(vit_cfg, list(capacities)))
   return dataclasses.replace(make_pruner(name, vit_cfg, r_max=0.0, alpha=1.0), budget=capacities)
 
 

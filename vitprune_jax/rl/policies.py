@@ -519,7 +519,13 @@ def policy_pruner(
     The Pruner.
   """
   score = policy_kind(spec.kind).score_fn(vit_cfg, actor, actor_params, spec, budget)
-  return Pruner(spec.kind, score, tuple(int(c) for c in capacities), threshold=threshold)
+  return Pruner(
+    spec.kind,
+    score,
+    tuple(int(c) for c in capacities),
+    threshold=threshold,
+    statistics=pruning_env.OBSERVED_STATISTICS,
+  )
 
 
 def _fixed_capacities(spec: PolicySpec, vit_cfg: vit.ViTConfig, budget: Optional[float]):

@@ -68,6 +68,8 @@ class PruningState(NamedTuple):
 
 
 ACTION_MODES = ('free', 'budget')
+# What the agents observe of a block (`observe`), so what a learned policy's forward computes.
+OBSERVED_STATISTICS = ('cls_attention', 'mean_attention')
 BUDGET_SCHEDULES = ('geometric', 'cls_attention')
 
 
@@ -149,10 +151,13 @@ def run_blocks(
   Returns the tokens and the last block's `TokenStats` (batch axis kept; None if `layers` is empty).
   """
   stats = None
-  for layer in layers:
-    x, probs = model.apply({'params': params}, layer, x[None], keep[None], method='block')
+  for i, layer in enumerate(layers):
+    # Only the last block's statistics are read: the blocks before it run fused attention.
+    wanted = OBSERVED_STATISTICS if i == len(layers) - 1 else ()
+    x, stats = model.apply(
+      {'params': params}, layer, x[None], keep[None], statistics=wanted, method='block'
+    )
     x = x[0]
-    stats = vit.token_statistics(probs, keep[None])
   return x, stats
 
 
