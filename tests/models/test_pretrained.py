@@ -67,18 +67,7 @@ def _hf_model(cfg: vit.ViTConfig, **hf_overrides):
   torch = pytest.importorskip('torch')
   transformers = pytest.importorskip('transformers')
   torch.manual_seed(0)
-  kwargs = dict(
-    hidden_size=cfg.hidden_size,
-    num_hidden_layers=cfg.num_layers,
-    num_attention_heads=cfg.num_heads,
-    intermediate_size=cfg.mlp_dim,
-    image_size=cfg.image_size,
-    patch_size=cfg.patch_size,
-    num_channels=cfg.num_channels,
-    num_labels=cfg.num_classes,
-    layer_norm_eps=1e-6,
-    hidden_act='gelu',
-  )
+  kwargs = dict(pretrained.hf_geometry(cfg), layer_norm_eps=1e-6, hidden_act='gelu')
   model = transformers.ViTForImageClassification(
     transformers.ViTConfig(**{**kwargs, **hf_overrides})
   ).eval()

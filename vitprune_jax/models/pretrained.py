@@ -521,6 +521,20 @@ def _unflatten(flat: Flat) -> dict[str, Any]:
   return tree
 
 
+def hf_geometry(cfg: vit.ViTConfig) -> dict[str, int]:
+  """The keyword arguments of `transformers.ViTConfig` that give the geometry of `cfg`."""
+  return dict(
+    hidden_size=cfg.hidden_size,
+    num_hidden_layers=cfg.num_layers,
+    num_attention_heads=cfg.num_heads,
+    intermediate_size=cfg.mlp_dim,
+    image_size=cfg.image_size,
+    patch_size=cfg.patch_size,
+    num_channels=cfg.num_channels,
+    num_labels=cfg.num_classes,
+  )
+
+
 def _hf_numerics(path: str, num_heads: int, source: Source) -> None:
   """Reads what a state_dict cannot show (heads, LayerNorm epsilon, GELU) from HF's config.json."""
   if source.naming != 'hf':
