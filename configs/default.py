@@ -34,6 +34,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.normalization = 'minus_one_to_one'  # Pixel scaling: minus_one_to_one | imagenet.
   config.data.val_fraction = 0.1  # Offline datasets: share of train held out for validation.
   config.data.test_fraction = 0.2  # digits only (it has no official test split): share for test.
+  # On-device batch augmentation in training (vitprune_jax/training/augment.py; DeiT: mixup 0.8,
+  # cutmix 1.0, erasing 0.25). Targets are mixed with the same lambda as the images.
+  config.data.mixup_alpha = 0.0  # Beta(a, a) of mixup; 0 = off.
+  config.data.cutmix_alpha = 0.0  # Beta(a, a) of cutmix; 0 = off.
+  config.data.mixup_switch_prob = 0.5  # Both on: the chance a batch gets cutmix, not mixup.
+  config.data.mixup_prob = 1.0  # The chance a batch is mixed at all.
+  config.data.random_erasing = 0.0  # Per-image chance of random erasing (N(0, 1) pixel noise).
   config.data.shuffle_buffer = 50_000  # Examples in the training shuffle buffer.
   config.data.prefetch = 2  # Batches tf.data prepares ahead.
 
@@ -46,6 +53,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.num_heads = 0  # Attention heads per block.
   config.model.mlp_dim = 0  # Hidden width of each block's MLP.
   config.model.dropout_rate = 0.0  # Dropout after attention, in the MLP and on the embeddings.
+  # Stochastic depth of the last block (linear from 0 at block 0; DeiT-S: 0.1), in training only.
+  config.model.drop_path_rate = 0.0
   config.model.dtype = 'float32'  # Compute dtype: float32 | bfloat16 (params stay float32).
 
   # Supervised training (mode=train, and the ViT updates of mode=finetune).
@@ -73,6 +82,17 @@ def get_config() -> ml_collections.ConfigDict:
   # Timed forwards per pruner (median reported), after a warm-up.
   config.eval.throughput_repeats = 5
 
+  # Distillation from a frozen teacher in mode=train and finetune (DynamicViT's recipe): loss = CE +
+  # logit_weight * T^2 * KL(teacher || student at temperature T) + token_weight * MSE between the
+  # final kept patch tokens of both. The teacher runs unpruned inside the same jitted step.
+  config.distill = ml_collections.ConfigDict()
+  config.distill.teacher_dir = ''  # The teacher's run directory; '' = no distillation.
+  config.distill.logit_weight = 0.5  # Weight of the KL on the logits (DynamicViT: 0.5).
+  # Weight of the kept-token MSE (DynamicViT: 0.5); > 0 trains a scoring pruner in mask mode, so
+  # the student's tokens stay at the teacher's positions.
+  config.distill.token_weight = 0.0
+  config.distill.temperature = 1.0  # Softmax temperature of the KL (DynamicViT: 1).
+
   # What a job starts from.
   config.init = ml_collections.ConfigDict()
   # A ViT run directory (mode=train or import_weights). train: fine-tune from it ('' = from
@@ -94,6 +114,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Token pruning (vitprune_jax/pruning): keep_ratio(l) = 1 - r_max * ((l + 1) / L) ** alpha.
   config.prune = ml_collections.ConfigDict()
   config.prune.pruners = ('none',)  # evaluate: the pruners compared, in this order.
+  # Counts of every scoring pruner: keep_ratio (the formula above, r_max and alpha) | deit_standard
+  # (keep 0.7 / 0.49 / 0.343 of the patches after blocks 3 / 6 / 9 of 12, EViT's and DynamicViT's).
+  config.prune.schedule = 'keep_ratio'
   config.prune.r_max = 0.6  # Share of the remaining patches pruned after the last block, in [0, 1].
   config.prune.alpha = 2.0  # Schedule exponent (> 0): higher prunes later.
   config.prune.tome_r = 4  # tome: tokens merged away in every block (ToMe's r).

@@ -8,18 +8,25 @@
       --workdir runs/fashion_budget
   python -m vitprune_jax.main --config configs/fashion_mnist_policy.py:rcpo \
       --workdir runs/fashion_rcpo
+  python -m vitprune_jax.main --config configs/fashion_mnist_policy.py:deit_standard \
+      --workdir runs/fashion_deit_standard
 
 Variants: `mappo` (free mode, RL4EViT), `two_agent`, and `budget` (MAPPO in budget mode: exactly
 floor(49 b^(t+1)) patches after block t, b drawn from [0.6, 0.9] per image in training, deployed at
 b = 0.7, 0.77 (0.55x GFLOPs) and 0.85; 4 plays of each image with leave-one-out advantages;
 checkpoints selected on validation), and `rcpo` (free mode with a Lagrange multiplier on the kept
-compute, target 0.55, instead of a fixed efficiency weight).
+compute, target 0.55, instead of a fixed efficiency weight), and `deit_standard` (the budget
+variant at the literature's schedule: agents act after blocks 1, 3, 4 of 6, the `deit_standard`
+points, and deployed at b = 0.7 they keep exactly `prune.schedule=deit_standard`'s counts, 34 / 24
+/ 16 patches, so the policy and every heuristic with that schedule run the same tokens).
 
 Expected (test): mappo 0.59x GFLOPs at -1.0 pt on validation, about 150 s; two_agent 86.75 % at
 0.58x against random 84.22 % (README, "Results").
 """
 
 from configs import fashion_mnist_vit
+from vitprune_jax.models import vit
+from vitprune_jax.pruning import schedules
 
 
 def get_config(variant: str = 'mappo'):
@@ -27,14 +34,18 @@ def get_config(variant: str = 'mappo'):
   config.mode = 'train_policy'
   config.init.vit_dir = 'runs/fashion'
   config.game.policy = 'two_agent' if variant == 'two_agent' else 'mappo'
-  if variant == 'budget':
+  if variant in ('budget', 'deit_standard'):
     config.game.action_mode = 'budget'
-    config.game.budget_range = (0.6, 0.9)
     config.deploy.budgets = (0.7, 0.77, 0.85)
     # Chosen on validation against one play of 64 images (best checkpoint 87.13 % mean over the
     # three budgets, falling with training) : 4 plays of 32 images, leave-one-out, 88.56 %.
     config.ppo.rollouts_per_input = 4
     config.ppo.num_envs = 32
+    if variant == 'deit_standard':
+      config.game.pruning_points = schedules.deit_standard_points(
+        vit.PRESETS[config.model.variant][2]
+      )
+      config.deploy.budgets = (schedules.DEIT_STANDARD_RATE,)
   elif variant == 'rcpo':
     config.game.compute_target = 0.55
     config.game.efficiency_weight = 0.01  # The multiplier's start (the mappo variant's weight).

@@ -105,9 +105,20 @@ def test_preset_parameter_counts_match_timm(variant, expected):
   assert cfg.num_tokens == 197
 
 
-def test_cifar10_preset_has_seed_002_geometry():
-  cfg = vit.make_vit_config('cifar10', num_classes=10, image_size=48, num_channels=3)
-  assert (cfg.num_tokens, cfg.num_layers) == (145, 8)
+def test_cifar10_presets_have_seed_002_geometry():
+  for variant in ('cifar10_small', 'cls_paper_cifar10'):
+    cfg = vit.make_vit_config(variant, num_classes=10, image_size=48, num_channels=3)
+    assert (cfg.num_tokens, cfg.num_layers) == (145, 8)
+  paper = vit.make_vit_config('cls_paper_cifar10', num_classes=10, image_size=48, num_channels=3)
+  assert (paper.hidden_size, paper.num_heads, paper.mlp_dim) == (512, 8, 2048)
+  model = vit.VisionTransformer(paper)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 48, 48, 3))))
+  # By hand: 8 blocks of 4 * (512^2 + 512) attention + 2 * 512 * 2048 + 2048 + 512 MLP + 2048
+  # norm = 3,152,384 each; patch conv 4 * 4 * 3 * 512 + 512, CLS 512, positions 145 * 512,
+  # final norm 1024, head 512 * 10 + 10.
+  assert _num_params(shapes['params']) == 8 * 3_152_384 + 25_088 + 512 + 74_240 + 1024 + 5130
+  with pytest.raises(UserError, match="renamed: use 'cifar10_small'"):
+    vit.make_vit_config('cifar10', num_classes=10, image_size=48, num_channels=3)
 
 
 def test_overrides_and_bad_geometry():

@@ -149,7 +149,7 @@ def test_registry_names_and_options():
   ]
   assert pruning.pruner_options('none') == ()
   for name in list(pruning.PRUNERS)[1:-2]:
-    assert pruning.pruner_options(name) == ('r_max', 'alpha')
+    assert pruning.pruner_options(name) == ('r_max', 'alpha', 'schedule')
   assert pruning.pruner_options('tome') == ('r',)
   assert pruning.pruner_options('evit') == ('keep_rate', 'layers')
 
@@ -170,9 +170,13 @@ def test_unknown_pruner():
     (
       'cls_attention',
       {'r_max': 0.5, 'alpha': 1.0, 'beta': 2.0},
-      "Pruner 'cls_attention' takes r_max, alpha; got unexpected option 'beta'.",
+      "Pruner 'cls_attention' takes r_max, alpha, schedule; got unexpected option 'beta'.",
     ),
-    ('greedy', {'r_max': 0.5}, "Pruner 'greedy' takes r_max, alpha; option 'alpha' is missing."),
+    (
+      'greedy',
+      {'r_max': 0.5},
+      "Pruner 'greedy' takes r_max, alpha, schedule; option 'alpha' is missing.",
+    ),
     ('none', {'r_max': 0.5}, "Pruner 'none' takes no options; got unexpected option 'r_max'."),
     ('random', {'r_max': 1.5, 'alpha': 1.0}, "Pruner 'random': r_max=1.5 must be in [0, 1]."),
     (

@@ -65,6 +65,7 @@ def vit_config(config: ml_collections.ConfigDict) -> vit.ViTConfig:
     num_heads=m.num_heads,
     mlp_dim=m.mlp_dim,
     dropout_rate=m.dropout_rate,
+    drop_path_rate=m.drop_path_rate,
     dtype=m.dtype,
   )
 
@@ -121,6 +122,7 @@ def load_vit(
 PRUNER_OPTION_KEYS = {
   'r_max': 'r_max',
   'alpha': 'alpha',
+  'schedule': 'schedule',
   'r': 'tome_r',
   'keep_rate': 'evit_keep_rate',
   'layers': 'evit_layers',

@@ -54,12 +54,53 @@ def _start_from(config, mesh) -> Optional[tuple[vit.VisionTransformer, Any]]:
     return None
   reused, params, meta = common.load_vit(config, config.init.vit_dir, mesh)
   vit_cfg = dataclasses.replace(
-    reused.config, dropout_rate=config.model.dropout_rate, dtype=config.model.dtype
+    reused.config,
+    dropout_rate=config.model.dropout_rate,
+    drop_path_rate=config.model.drop_path_rate,
+    dtype=config.model.dtype,
   )
   logging.info(
     'Starting from the params in %s (step %d).', meta['checkpoint_dir'], meta['checkpoint_step']
   )
   return vit.create_model(vit_cfg), params
+
+
+def batch_augment(config: ml_collections.ConfigDict) -> train_lib.BatchAugment:
+  d = config.data
+  return train_lib.BatchAugment(
+    mixup_alpha=float(d.mixup_alpha),
+    cutmix_alpha=float(d.cutmix_alpha),
+    switch_prob=float(d.mixup_switch_prob),
+    mix_prob=float(d.mixup_prob),
+    erasing_prob=float(d.random_erasing),
+  )
+
+
+def distillation(
+  config: ml_collections.ConfigDict, mesh, pruner: Optional[pruning.Pruner], execution: str
+) -> tuple[Optional[train_lib.Distillation], Any, str]:
+  """(Distillation, teacher params, the pruner's training execution) of `distill.*`; without a
+  teacher (None, None, execution). Token distillation needs the student's tokens at the teacher's
+  positions, so it trains a scoring pruner in mask mode; merging cannot give them."""
+  d = config.distill
+  if not d.teacher_dir:
+    return None, None, execution
+  if d.token_weight > 0.0 and pruner is not None:
+    if pruner.merger is not None:
+      raise UserError(
+        f'--config.distill.token_weight={d.token_weight}: token distillation compares tokens at '
+        f'the same positions, which {pruner.name} merges away; set it to 0 (logits only).'
+      )
+    execution = 'mask'
+  teacher, params, meta = common.load_vit(config, d.teacher_dir, mesh)
+  logging.info('Distilling from %s (step %d).', meta['checkpoint_dir'], meta['checkpoint_step'])
+  spec = train_lib.Distillation(
+    teacher=teacher,
+    logit_weight=float(d.logit_weight),
+    token_weight=float(d.token_weight),
+    temperature=float(d.temperature),
+  )
+  return spec, params, execution
 
 
 def train_pruner(config: ml_collections.ConfigDict, vit_cfg: vit.ViTConfig):
@@ -130,14 +171,17 @@ def train_and_evaluate(
   writer = common.metric_writer(workdir)
   if start == 0:
     writer.write_hparams(config_lib.flat(config))
+  pruner = pruner if pruner is not None else train_pruner(config, vit_cfg)
+  distill, teacher_params, prune_execution = distillation(config, mesh, pruner, prune_execution)
   step_fn = functools.partial(
     train_lib.train_step,
     num_classes=info.num_classes,
     label_smoothing=t.label_smoothing,
     learning_rate_fn=lr_fn,
+    batch_augment=batch_augment(config),
+    distillation=distill,
   )
   plain_step = jax.jit(step_fn, donate_argnums=(0,))
-  pruner = pruner if pruner is not None else train_pruner(config, vit_cfg)
   pruned_step = None
   if pruner is not None:
     pruned_step = jax.jit(
@@ -157,7 +201,7 @@ def train_and_evaluate(
     epoch = (step - 1) // steps_per_epoch  # 0-based epoch this step belongs to.
     pruning_now = pruner is not None and epoch >= t.prune_from_epoch
     state, step_metrics = (pruned_step if pruning_now else plain_step)(
-      state, parallel.shard_batch(batch, mesh)
+      state, parallel.shard_batch(batch, mesh), teacher_params
     )
     window = step_metrics if window is None else window.merge(step_metrics)
     epoch_end = step % steps_per_epoch == 0

@@ -64,6 +64,9 @@ class ViTConfig:
   mlp_dim: int
   num_channels: int = 3
   dropout_rate: float = 0.0
+  # Stochastic depth: block i skips its attention and MLP residual branches for a whole example
+  # with probability drop_path_rate * i / (L - 1) in training (DeiT's, timm's linear rule).
+  drop_path_rate: float = 0.0
   dtype: str = 'float32'
   # Numerics of imported checkpoints (models/pretrained.py): HF ViT/DeiT use LayerNorm epsilon
   # 1e-12, and the JAX vision_transformer/big_vision checkpoints were trained with
@@ -81,8 +84,9 @@ class ViTConfig:
 
 
 # name: (patch_size, hidden_size, num_layers, num_heads, mlp_dim). ViT and DeiT share geometry
-# (timm naming); the small presets are for the offline datasets and seed 002's CIFAR-10 model
-# (8 layers, 144 patches + CLS).
+# (timm naming); the small presets are for the offline datasets. Seed 002's CIFAR-10 model (its
+# src/config.py: 48x48 images, patch 4, so 144 patches + CLS; 8 blocks, 512 wide, 8 heads, MLP
+# 2048) is `cls_paper_cifar10`; `cifar10_small` keeps its token geometry and depth at 192 wide.
 PRESETS = {
   'Ti/16': (16, 192, 12, 3, 768),
   'S/16': (16, 384, 12, 6, 1536),
@@ -93,9 +97,15 @@ PRESETS = {
   'deit_tiny': (16, 192, 12, 3, 768),
   'deit_small': (16, 384, 12, 6, 1536),
   'deit_base': (16, 768, 12, 12, 3072),
-  'cifar10': (4, 192, 8, 3, 384),
+  'cls_paper_cifar10': (4, 512, 8, 8, 2048),
+  'cifar10_small': (4, 192, 8, 3, 384),
   'fashion_mnist': (4, 96, 6, 3, 192),
   'digits': (2, 64, 4, 4, 128),
+}
+
+RENAMED_PRESETS = {
+  'cifar10': "use 'cifar10_small' (the same 192-wide model) or 'cls_paper_cifar10' (seed 002's "
+  'own, 512 wide, 8 heads, MLP 2048).',
 }
 
 
@@ -111,6 +121,7 @@ def make_vit_config(
   num_heads: int = 0,
   mlp_dim: int = 0,
   dropout_rate: float = 0.0,
+  drop_path_rate: float = 0.0,
   dtype: str = 'float32',
 ) -> ViTConfig:
   """A preset of `PRESETS` with its geometry overridden where an override is non-zero.
@@ -122,11 +133,14 @@ def make_vit_config(
     num_channels: channels of the input image.
     patch_size, hidden_size, num_layers, num_heads, mlp_dim: 0 = the preset's value.
     dropout_rate: dropout after attention, in the MLP and on the embeddings, in [0, 1).
+    drop_path_rate: stochastic depth of the last block, in [0, 1) (linear from 0 at block 0).
     dtype: compute dtype, 'float32' or 'bfloat16' (params stay float32).
 
   Returns:
     The ViTConfig. A bad variant, geometry or dtype is a one-line `UserError` naming the fix.
   """
+  if variant in RENAMED_PRESETS:
+    raise UserError(f'model.variant {variant!r} was renamed: {RENAMED_PRESETS[variant]}')
   if variant not in PRESETS:
     raise UserError(f'Unknown model variant {variant!r}; choose one of: {", ".join(PRESETS)}.')
   overrides = dict(
@@ -146,6 +160,8 @@ def make_vit_config(
       raise UserError(f'The model needs {name} >= 1, got {value!r}.')
   if not 0.0 <= dropout_rate < 1.0:
     raise UserError(f'model.dropout_rate must be in [0, 1), got {dropout_rate!r}.')
+  if not 0.0 <= drop_path_rate < 1.0:
+    raise UserError(f'model.drop_path_rate must be in [0, 1), got {drop_path_rate!r}.')
   if dtype not in DTYPES:
     raise UserError(f'Unknown model dtype {dtype!r}; use float32 or bfloat16.')
   preset = dict(zip(overrides, PRESETS[variant]))
@@ -154,6 +170,7 @@ def make_vit_config(
     image_size=image_size,
     num_channels=num_channels,
     dropout_rate=dropout_rate,
+    drop_path_rate=drop_path_rate,
     dtype=dtype,
     **{name: value or preset[name] for name, value in overrides.items()},
   )
@@ -196,6 +213,9 @@ class ModelAux(NamedTuple):
   # Per block: tokens (CLS included) still kept after it and its selector, (B,).
   kept: tuple[Array, ...]
   keep_mask: Array  # Final keep mask (B, N_last).
+  # The final tokens after the encoder norm (B, N_last, D): what distillation compares with a
+  # teacher's (unused outputs cost nothing under jit).
+  tokens: Optional[Array] = None
 
 
 def _check_statistics(statistics: tuple[str, ...]) -> None:
@@ -335,6 +355,7 @@ class EncoderBlock(nn.Module):
   dtype: Any = jnp.float32
   layer_norm_epsilon: float = 1e-6
   gelu_approximate: bool = False
+  drop_path_rate: float = 0.0  # This block's stochastic depth (`drop_path`).
 
   def setup(self):
     norm = lambda name: nn.LayerNorm(dtype=self.dtype, epsilon=self.layer_norm_epsilon, name=name)
@@ -360,11 +381,20 @@ class EncoderBlock(nn.Module):
       self.LayerNorm_0(x), keep_mask, size, statistics=statistics
     )
     y = self.dropout(y, deterministic=deterministic)
+    y = self.drop_path(y, deterministic=deterministic)
     return x + keep_mask[..., None].astype(x.dtype) * y, stats, metric
 
   def feed_forward(self, x: Array, keep_mask: Array, *, deterministic: bool) -> Array:
     y = self.MlpBlock_3(self.LayerNorm_2(x), deterministic=deterministic)
+    y = self.drop_path(y, deterministic=deterministic)
     return x + keep_mask[..., None].astype(x.dtype) * y
+
+  def drop_path(self, y: Array, *, deterministic: bool) -> Array:
+    """A residual branch (B, N, D), zeroed for each example with probability `drop_path_rate`
+    and scaled by 1 / (1 - rate) otherwise (timm's DropPath); the identity in evaluation."""
+    if deterministic or self.drop_path_rate == 0.0:
+      return y
+    return drop_path(y, self.drop_path_rate, self.make_rng('dropout'))
 
   def __call__(
     self,
@@ -376,6 +406,13 @@ class EncoderBlock(nn.Module):
   ) -> tuple[Array, TokenStats]:
     x, stats, _ = self.attend(x, keep_mask, deterministic=deterministic, statistics=statistics)
     return self.feed_forward(x, keep_mask, deterministic=deterministic), stats
+
+
+def drop_path(y: Array, rate: float, key: Array) -> Array:
+  """Stochastic depth on a batch of residual branches y (B, ...): example b is kept (and scaled by
+  1 / (1 - rate)) when a uniform draw for it is >= rate, else zeroed."""
+  keep = jax.random.uniform(key, (y.shape[0],) + (1,) * (y.ndim - 1)) >= rate
+  return jnp.where(keep, y / (1.0 - rate), jnp.zeros_like(y)).astype(y.dtype)
 
 
 class PositionEmbedding(nn.Module):
@@ -412,6 +449,7 @@ class Encoder(nn.Module):
         dtype=dtype,
         layer_norm_epsilon=c.layer_norm_epsilon,
         gelu_approximate=c.gelu_approximate,
+        drop_path_rate=c.drop_path_rate * i / max(c.num_layers - 1, 1),
       )
       setattr(self, f'encoderblock_{i}', block)
     self.encoder_norm = nn.LayerNorm(dtype=dtype, epsilon=c.layer_norm_epsilon)
@@ -504,8 +542,7 @@ class VisionTransformer(nn.Module):
 
   def readout(self, x: Array) -> Array:
     """Final LayerNorm and the classification head on CLS: logits (B, classes) fp32."""
-    x = self.Transformer.norm(x)
-    return self.head(x[:, 0]).astype(jnp.float32)
+    return self.head(self.Transformer.norm(x)[:, 0]).astype(jnp.float32)
 
   def __call__(
     self,
@@ -552,8 +589,9 @@ class VisionTransformer(nn.Module):
       if token_selector is not None:
         x, keep_mask = token_selector(i, x, keep_mask, layer_stats)
       kept.append(jnp.sum(keep_mask > 0, axis=-1))
-    aux = ModelAux(stats=tuple(stats), kept=tuple(kept), keep_mask=keep_mask)
-    return self.readout(x), aux
+    x = self.Transformer.norm(x)
+    aux = ModelAux(stats=tuple(stats), kept=tuple(kept), keep_mask=keep_mask, tokens=x)
+    return self.head(x[:, 0]).astype(jnp.float32), aux
 
 
 def create_model(vit_cfg: ViTConfig) -> VisionTransformer:

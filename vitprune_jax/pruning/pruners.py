@@ -6,8 +6,10 @@ already computed (`models.vit.TokenStats`), so scoring costs no second pass. Bud
 under `jit`.
 
 `PRUNERS` maps each name to its builder `(vit_cfg, **options) -> Pruner`; `make_pruner` checks the
-name and the options. Every pruner but `none` takes the schedule options `r_max` and `alpha`
-(`schedules.tokens_per_layer`).
+name and the options. Every scoring pruner takes the schedule options `schedule` ('keep_ratio', the
+default: seed 002's formula with `r_max` and `alpha`, `schedules.tokens_per_layer`; or
+'deit_standard': keep 0.7 / 0.49 / 0.343 of the patches after blocks 3 / 6 / 9 of 12, as EViT,
+DynamicViT and RL4EViT report, `schedules.deit_standard`).
 
 - `none`: keeps everything.
 - `cls_attention` (seed 002 §1.1): attention from CLS, averaged over heads, with the keep_ratio
@@ -131,8 +133,23 @@ def matched_one_shot_keep(vit_cfg: ViTConfig, budget: list[int]) -> int:
   return best
 
 
-def _schedule(name: str, vit_cfg: ViTConfig, r_max: float, alpha: float) -> list[int]:
-  """Seed 002's per-layer counts; a bad (r_max, alpha) is the caller's input: a one-line error."""
+def _schedule(
+  name: str, vit_cfg: ViTConfig, r_max: float, alpha: float, schedule: str = 'keep_ratio'
+) -> list[int]:
+  """The per-layer counts of `schedule`: seed 002's keep_ratio(r_max, alpha), or `deit_standard`
+  (which ignores r_max and alpha). Bad values are the caller's input: a one-line error."""
+  if schedule not in schedules.SCHEDULES:
+    raise UserError(
+      f'Pruner {name!r}: unknown schedule {schedule!r}; choose from: '
+      f'{", ".join(schedules.SCHEDULES)}.'
+    )
+  if schedule == 'deit_standard':
+    if vit_cfg.num_layers < 4:
+      raise UserError(
+        f'Pruner {name!r}: deit_standard prunes after 3 of the first quarters of the blocks and '
+        f'needs >= 4 blocks; this model has {vit_cfg.num_layers}. Use schedule=keep_ratio.'
+      )
+    return schedules.deit_standard(vit_cfg.num_patches, vit_cfg.num_layers)
   if not 0.0 <= r_max <= 1.0:
     raise UserError(f'Pruner {name!r}: r_max={r_max} must be in [0, 1].')
   if not alpha > 0.0:
@@ -149,16 +166,20 @@ def _scheduled(name: str, score_fn: ScoreFn, statistics: tuple[str, ...]) -> Cal
   """The builder of a pruner that ranks by `score_fn` (which reads `statistics`) and keeps seed
   002's schedule of counts."""
 
-  def build(vit_cfg: ViTConfig, *, r_max: float, alpha: float) -> Pruner:
-    budget = tuple(_schedule(name, vit_cfg, r_max, alpha))
+  def build(
+    vit_cfg: ViTConfig, *, r_max: float, alpha: float, schedule: str = 'keep_ratio'
+  ) -> Pruner:
+    budget = tuple(_schedule(name, vit_cfg, r_max, alpha, schedule))
     return Pruner(name, score_fn, budget, statistics=statistics)
 
   build.__name__ = f'build_{name}'
   return build
 
 
-def build_greedy(vit_cfg: ViTConfig, *, r_max: float, alpha: float) -> Pruner:
-  keep = matched_one_shot_keep(vit_cfg, _schedule('greedy', vit_cfg, r_max, alpha))
+def build_greedy(
+  vit_cfg: ViTConfig, *, r_max: float, alpha: float, schedule: str = 'keep_ratio'
+) -> Pruner:
+  keep = matched_one_shot_keep(vit_cfg, _schedule('greedy', vit_cfg, r_max, alpha, schedule))
   return _greedy(vit_cfg, keep)
 
 
@@ -239,9 +260,9 @@ def make_pruner(name: str, vit_cfg: ViTConfig, **options: Any) -> Pruner:
   Args:
     name: a key of `PRUNERS`.
     vit_cfg: the model the pruner runs on (its token count and depth fix the budget).
-    **options: exactly the builder's options: `r_max` and `alpha` (seed 002's schedule) for every
-      scoring heuristic, `r` for tome, `keep_rate` (and optionally `layers`) for evit, none for
-      `none`.
+    **options: exactly the builder's options: `r_max` and `alpha` (seed 002's schedule) and
+      optionally `schedule` for every scoring heuristic, `r` for tome, `keep_rate` (and
+      optionally `layers`) for evit, none for `none`.
 
   Returns:
     The Pruner.

@@ -1,0 +1,21 @@
+"""The benchmark model trained with DeiT's augmentation and regularisation, at the benchmark's own
+budget (8 epochs): mixup 0.8 / cutmix 1.0 (switch 0.5) on the label-smoothed (0.1) targets, random
+erasing 0.25 and stochastic depth 0.1, all on device in the train step. RandAugment is not used
+here (grayscale 28x28 images).
+
+  python -m vitprune_jax.main --config configs/fashion_mnist_vit_deit_aug.py \
+      --workdir runs/fashion_deit_aug
+
+Measured: see the README ("DeiT's recipe on the benchmark model").
+"""
+
+from configs import fashion_mnist_vit
+
+
+def get_config():
+  config = fashion_mnist_vit.get_config()
+  config.data.mixup_alpha = 0.8
+  config.data.cutmix_alpha = 1.0
+  config.data.random_erasing = 0.25
+  config.model.drop_path_rate = 0.1
+  return config
