@@ -65,7 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.warmup_epochs = 2.0  # Linear warm-up from 0 to the peak, in epochs.
   config.train.weight_decay = 0.05  # AdamW decay on matrices (not on biases, norms, CLS).
   config.train.label_smoothing = 0.1  # Smoothing of the one-hot targets.
-  config.train.grad_clip_norm = 1.0  # Global-norm clip of the gradients.
+  config.train.grad_clip_norm = 1.0  # Global-norm clip of the gradients; 0 = none (DeiT's).
   config.train.log_every_steps = 50  # Training metrics cadence.
   config.train.checkpoint_every_steps = 500  # Checkpoint cadence (plus one at each epoch's end).
   # > 0: stop this invocation after that many steps (rerun resumes).

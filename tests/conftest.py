@@ -7,6 +7,7 @@ anything imports JAX: 1-vs-8-device comparisons run in one process, on meshes ov
 """
 
 import os
+import socket
 import sys
 
 DEVICE_COUNT = 8
@@ -135,3 +136,18 @@ def fake_prepared_tfds(tmp_path) -> Callable[[str, dict[str, int]], str]:
     return str(data_dir)
 
   return make
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+  """Records (and refuses) every attempt to open a connection."""
+  attempts = []
+
+  def refuse(*args, **kwargs):
+    attempts.append((args, kwargs))
+    raise OSError('network disabled in tests')
+
+  monkeypatch.setattr(socket.socket, 'connect', refuse)
+  monkeypatch.setattr(socket, 'create_connection', refuse)
+  monkeypatch.setattr(socket, 'getaddrinfo', refuse)
+  return attempts

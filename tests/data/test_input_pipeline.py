@@ -5,7 +5,6 @@ import dataclasses
 import itertools
 import math
 import os
-import socket
 
 import jax
 import numpy as np
@@ -307,21 +306,6 @@ def test_fashion_mnist_missing_everywhere(tmp_path):
   )
   with pytest.raises(UserError, match='apt-get install dataset-fashion-mnist'):
     data.get_info(spec)
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-  """Records (and refuses) every attempt to open a connection."""
-  attempts = []
-
-  def refuse(*args, **kwargs):
-    attempts.append((args, kwargs))
-    raise OSError('network disabled in tests')
-
-  monkeypatch.setattr(socket.socket, 'connect', refuse)
-  monkeypatch.setattr(socket, 'create_connection', refuse)
-  monkeypatch.setattr(socket, 'getaddrinfo', refuse)
-  return attempts
 
 
 def test_unprepared_cifar10(tmp_path, no_network):

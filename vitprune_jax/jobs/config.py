@@ -183,7 +183,7 @@ CHECKS = {
   'train.warmup_epochs': _non_negative,
   'train.weight_decay': _non_negative,
   'train.label_smoothing': _in_range(0.0, 1.0, hi_open=True),
-  'train.grad_clip_norm': _positive,
+  'train.grad_clip_norm': _non_negative,
   'train.log_every_steps': _int_at_least(1),
   'train.checkpoint_every_steps': _int_at_least(1),
   'train.halt_after_steps': _int_at_least(0),

@@ -72,12 +72,13 @@ def create_learning_rate_fn(
 def create_optimizer(
   learning_rate_fn: optax.Schedule, *, weight_decay: float, grad_clip_norm: float
 ) -> optax.GradientTransformation:
-  """AdamW (no decay on biases, norms, embeddings' 1-D params) after global-norm clipping."""
+  """AdamW (no decay on biases, norms, embeddings' 1-D params) after global-norm clipping
+  (`grad_clip_norm` 0: no clipping)."""
   decay_mask = lambda params: jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
-  return optax.chain(
-    optax.clip_by_global_norm(grad_clip_norm),
-    optax.adamw(learning_rate_fn, weight_decay=weight_decay, mask=decay_mask),
-  )
+  adamw = optax.adamw(learning_rate_fn, weight_decay=weight_decay, mask=decay_mask)
+  if grad_clip_norm <= 0.0:
+    return adamw
+  return optax.chain(optax.clip_by_global_norm(grad_clip_norm), adamw)
 
 
 def create_train_state(
