@@ -51,6 +51,12 @@ class DataSpec:
   data_dir: str = ''  # TFDS data_dir ('' = TFDS default).
   manual_dir: str = ''  # TFDS manual_dir (ImageNet tarballs).
   fashion_mnist_dir: str = '/usr/share/datasets/fashion-mnist'  # Debian's idx files.
+  # On-device batch augmentation, applied in the train step (`training.augment`), not by tf.data.
+  mixup_alpha: float = 0.0  # Beta(a, a) of mixup; 0 = off.
+  cutmix_alpha: float = 0.0  # Beta(a, a) of cutmix; 0 = off.
+  mixup_switch_prob: float = 0.5  # Both on: the chance a batch gets cutmix, not mixup.
+  mixup_prob: float = 1.0  # The chance a batch is mixed at all.
+  random_erasing: float = 0.0  # Per-image chance of random erasing.
   seed: int = 0  # Data order and augmentation (the splits use SPLIT_SEED instead).
 
 
