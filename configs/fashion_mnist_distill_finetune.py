@@ -11,7 +11,8 @@ fine-tune recipe (configs/fashion_mnist_finetune.py).
   python -m vitprune_jax.main --config configs/fashion_mnist_distill_finetune.py \
       --workdir runs/fashion_plain_ft --config.distill.teacher_dir=
 
-Measured: README ("Pruning fine-tune with distillation").
+Measured (results/fashion_mnist/deit_recipe, one seed), pruned: distilled 89.17 % val / 87.53 %
+test, without distillation 88.90 % val / 87.58 % test.
 """
 
 from configs import fashion_mnist_vit

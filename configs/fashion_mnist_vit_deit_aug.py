@@ -6,7 +6,8 @@ here (grayscale 28x28 images).
   python -m vitprune_jax.main --config configs/fashion_mnist_vit_deit_aug.py \
       --workdir runs/fashion_deit_aug
 
-Measured: see the README ("DeiT's recipe on the benchmark model").
+Measured (results/fashion_mnist/deit_recipe): 87.43 % test (val 88.47) against the plain recipe's
+88.18 % (val 89.52) at the same 8 epochs, one seed.
 """
 
 from configs import fashion_mnist_vit
