@@ -34,6 +34,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.normalization = 'minus_one_to_one'  # Pixel scaling: minus_one_to_one | imagenet.
   config.data.val_fraction = 0.1  # Offline datasets: share of train held out for validation.
   config.data.test_fraction = 0.2  # digits only (it has no official test split): share for test.
+  # RandAugment after the crop and flip, per image in tf.data (vitprune_jax/data/rand_augment.py):
+  # timm's string, DeiT's is 'rand-m9-mstd0.5-inc1'; '' = off.
+  config.data.rand_augment = ''
+  # Repeated augmentation (DeiT's RASampler): an epoch holds 1/r of the shuffled images, each r
+  # times in one batch with its own augmentation; the epoch keeps its length. 1 = off, DeiT: 3.
+  config.data.repeated_augment = 1
   # On-device batch augmentation in training (vitprune_jax/training/augment.py; DeiT: mixup 0.8,
   # cutmix 1.0, erasing 0.25). Targets are mixed with the same lambda as the images.
   config.data.mixup_alpha = 0.0  # Beta(a, a) of mixup; 0 = off.
@@ -61,8 +67,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 64  # Global batch over all devices and hosts.
   config.train.num_epochs = 30  # Passes over the training split.
-  config.train.learning_rate = 1e-3  # Peak AdamW learning rate (cosine decay to 0).
-  config.train.warmup_epochs = 2.0  # Linear warm-up from 0 to the peak, in epochs.
+  config.train.learning_rate = 1e-3  # Peak AdamW learning rate (cosine decay to the final one).
+  config.train.warmup_epochs = 2.0  # Linear warm-up from the initial rate to the peak, in epochs.
+  config.train.initial_learning_rate = 0.0  # Where the warm-up starts (DeiT: 1e-6).
+  config.train.final_learning_rate = 0.0  # Where the cosine ends, at the last step (DeiT: 1e-5).
   config.train.weight_decay = 0.05  # AdamW decay on matrices (not on biases, norms, CLS).
   config.train.label_smoothing = 0.1  # Smoothing of the one-hot targets.
   config.train.grad_clip_norm = 1.0  # Global-norm clip of the gradients; 0 = none (DeiT's).

@@ -120,6 +120,8 @@ def test_a_config_file_that_sets_a_renamed_key_fails_with_one_line():
     ('game.pruning_points', (2, -1), 'tuple of non-negative block indices'),
     ('sweep.r_maxes', (0.5, 2.0), r'2.0: must be a number in \[0.0, 1.0\]'),
     ('init.policy_dirs', ('',), 'must be a tuple of directories'),
+    ('data.rand_augment', 'rand-m9-w0', "must be timm's RandAugment string"),
+    ('data.repeated_augment', 0, 'must be an integer >= 1'),
   ],
 )
 def test_bad_values_fail_with_one_line(key, value, message):

@@ -174,6 +174,35 @@ def test_skip_batches_resumes_exactly(augment):
     _assert_same(full[skip:], _batches(spec, 'train', skip_batches=skip, **kwargs))
 
 
+def test_rand_augment_changes_images_only():
+  kwargs = dict(global_batch_size=128, train=True, epoch=1)
+  spec = dataclasses.replace(_DIGITS, rand_augment='rand-m9-mstd0.5-inc1')
+  plain, augmented = _batches(_DIGITS, 'train', **kwargs), _batches(spec, 'train', **kwargs)
+  np.testing.assert_array_equal(_stack(plain, 'label'), _stack(augmented, 'label'))
+  same = np.all(_stack(plain, 'image') == _stack(augmented, 'image'), axis=(1, 2, 3))
+  # Both layers skip with probability 0.25; auto-contrast is a no-op on digits (they span 0..255).
+  assert 0.25 < same.mean() < 0.5
+  for skip in (1, 5):
+    _assert_same(augmented[skip:], _batches(spec, 'train', skip_batches=skip, **kwargs))
+  evals = [_batches(s, 'test', global_batch_size=128, train=False) for s in (_DIGITS, spec)]
+  _assert_same(*evals)  # Evaluation never augments.
+
+
+def test_repeated_augment_repeats_each_image_in_its_batch():
+  kwargs = dict(global_batch_size=120, train=True, epoch=2)
+  spec = dataclasses.replace(_DIGITS, repeated_augment=3)
+  plain, repeated = _batches(_DIGITS, 'train', **kwargs), _batches(spec, 'train', **kwargs)
+  assert len(plain) == len(repeated) == 1258 // 120  # The epoch keeps its length.
+  labels, images = _stack(repeated, 'label'), _stack(repeated, 'image')
+  # The first third of the epoch's shuffled order, each image three times in a row.
+  np.testing.assert_array_equal(labels[::3], _stack(plain, 'label')[: len(labels) // 3])
+  np.testing.assert_array_equal(labels, np.repeat(labels[::3], 3))
+  copies = images.reshape(-1, 3, *images.shape[1:])
+  assert np.mean([not np.array_equal(c[0], c[1]) for c in copies]) > 0.5  # Own crop and flip.
+  for skip in (1, 4):
+    _assert_same(repeated[skip:], _batches(spec, 'train', skip_batches=skip, **kwargs))
+
+
 def test_train_batches_resumes_across_epochs():
   """From step 13 with 9 steps an epoch: epoch 1 from its batch 4, then epochs 2, 3, ..."""
   kwargs = dict(global_batch_size=128, train=True)
@@ -239,6 +268,8 @@ def test_batch_must_split_over_processes(two_processes):
     ('augment', 'mixup', r'--config\.data\.augment'),
     ('normalization', 'zca', r'--config\.data\.normalization'),
     ('image_size', 1, r'--config\.data\.image_size'),
+    ('rand_augment', 'rand-w0', r'--config\.data\.rand_augment'),
+    ('repeated_augment', 0, r'--config\.data\.repeated_augment'),
   ],
 )
 def test_bad_spec(key, value, message):
@@ -393,7 +424,7 @@ def test_imagenet2012_mocked(fake_prepared_tfds, no_network):
       _check_batch(b, 4, (64, 64, 3), 1000)
       assert b['image'].min() >= _IMAGENET_LOW and b['image'].max() <= _IMAGENET_HIGH
     for augment in ('inception_crop', 'crop_flip', 'none'):
-      train_spec = dataclasses.replace(spec, augment=augment)
+      train_spec = dataclasses.replace(spec, augment=augment, rand_augment='rand-m9-mstd0.5-inc1')
       train = _batches(train_spec, 'train', global_batch_size=4, train=True)
       assert len(train) == 2
       for b in train:

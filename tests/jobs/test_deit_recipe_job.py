@@ -1,6 +1,7 @@
-"""DeiT's recipe end to end on TFDS's offline mock of ImageNet: train with mixup, cutmix, random
-erasing and stochastic depth, then fine-tune with cls_attention at the deit_standard schedule in the
-loop, distilling the first run (KL on logits, MSE on kept tokens), as the pod configs do."""
+"""DeiT's recipe end to end on TFDS's offline mock of ImageNet: train with RandAugment, repeated
+augmentation, mixup, cutmix, random erasing and stochastic depth, then fine-tune with cls_attention
+at the deit_standard schedule in the loop, distilling the first run (KL on logits, MSE on kept
+tokens), as the pod configs do."""
 
 import pytest
 import tensorflow_datasets as tfds
@@ -41,6 +42,7 @@ def test_deit_recipe_then_distilled_pruning_finetune(fake_prepared_tfds, no_netw
     config = _tiny(imagenet_deit_s.get_config(), data_dir)
     assert (config.data.mixup_alpha, config.data.cutmix_alpha) == (0.8, 1.0)
     assert (config.data.random_erasing, config.model.drop_path_rate) == (0.25, 0.1)
+    assert (config.data.rand_augment, config.data.repeated_augment) == ('rand-m9-mstd0.5-inc1', 3)
     _, first = train.train_and_evaluate(config, teacher_dir)
     assert first['steps'] == 6  # 99 training examples (train[:99%]) at batch 16.
 

@@ -25,6 +25,13 @@ def test_learning_rate_warms_up_then_decays():
   np.testing.assert_allclose(float(fn(20)), 1e-3, rtol=1e-6)
   assert float(fn(10)) == pytest.approx(5e-4)
   assert float(fn(99)) < 1e-5
+  deit = train.create_learning_rate_fn(
+    1e-3, steps_per_epoch=10, num_epochs=10, warmup_epochs=2, initial_lr=1e-6, final_lr=1e-5
+  )
+  assert float(deit(0)) == pytest.approx(1e-6, rel=1e-4)  # float32.
+  assert float(deit(10)) == pytest.approx((1e-6 + 1e-3) / 2, rel=1e-5)
+  assert float(deit(100)) == pytest.approx(1e-5, rel=1e-4)
+  assert float(deit(60)) == pytest.approx(1e-5 + (1e-3 - 1e-5) / 2, rel=1e-5)  # Cosine midpoint.
 
 
 def test_train_step_lowers_loss_on_a_fixed_batch():

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from vitprune_jax.data import offline
+from vitprune_jax.data import offline, rand_augment
 from vitprune_jax.data.offline import DataSpec
 from vitprune_jax.errors import UserError
 
@@ -196,6 +196,11 @@ def _check_preprocessing(spec: DataSpec) -> None:
     )
   if not isinstance(spec.image_size, int) or spec.image_size < 2:
     raise UserError(f'--config.data.image_size must be an int >= 2, got {spec.image_size!r}')
+  rand_augment.parse(spec.rand_augment)
+  if not isinstance(spec.repeated_augment, int) or spec.repeated_augment < 1:
+    raise UserError(
+      f'--config.data.repeated_augment must be an int >= 1 (1 = off), got {spec.repeated_augment!r}'
+    )
 
 
 def _tfds_builder(spec: DataSpec) -> tfds.core.DatasetBuilder:
@@ -255,7 +260,12 @@ def _train_batches(
   skip_batches: int,
   process_index: int,
 ) -> tf.data.Dataset:
-  """Shuffle, cut to whole global batches, skip, then augment (skipped examples cost no decode)."""
+  """Shuffle, cut to whole global batches, skip, then augment (skipped examples cost no decode).
+
+  With repeated augmentation r > 1 (DeiT's RASampler), the epoch takes the first ceil(n / r) of the
+  n examples it would have used and repeats each r times in a row, so the copies share a batch (or
+  straddle two) and each gets its own augmentation seed; the epoch keeps its length.
+  """
   entropy = [spec.seed % 2**64, epoch, process_index]
   shuffle_seed, *example_seed = np.random.SeedSequence(entropy).generate_state(3, np.uint32)
   example_seed = tf.constant(example_seed, tf.int64)
@@ -267,12 +277,20 @@ def _train_batches(
     seed=int(shuffle_seed),
     reshuffle_each_iteration=False,
   )
+  repeats = spec.repeated_augment
+  if repeats > 1:
+    ds = ds.take(-(-steps * batch // repeats))
+    ds = ds.flat_map(lambda index, ex: tf.data.Dataset.from_tensors((index, ex)).repeat(repeats))
+    # The copy number (position in the stream) tells the copies' seeds apart.
+    ds = ds.enumerate().map(lambda position, item: ((item[0], position), item[1]))
   ds = ds.take(steps * batch).skip(skip_batches * batch)
 
   def preprocess(index, ex):
+    if repeats > 1:
+      index, position = index
+      index = index * repeats + position % repeats
     seed = tf.random.experimental.stateless_fold_in(example_seed, index)
-    image = _train_view(ex['image'], seed, spec.name, spec.image_size, spec.augment)
-    return _finish(image, ex['label'], 1.0, spec)
+    return _finish(_train_view(ex['image'], seed, spec), ex['label'], 1.0, spec)
 
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
   return ds.batch(batch, drop_remainder=True)
@@ -324,8 +342,10 @@ def _eval_view(image: tf.Tensor, name: str, size: int) -> tf.Tensor:
   return image
 
 
-def _train_view(image: tf.Tensor, seed: tf.Tensor, name: str, size: int, augment: str) -> tf.Tensor:
-  """Augmented float32 [size, size, C] view; the randomness comes only from `seed`."""
+def _train_view(image: tf.Tensor, seed: tf.Tensor, spec: DataSpec) -> tf.Tensor:
+  """Augmented float32 [size, size, C] view: crop, flip, then RandAugment (timm's order); the
+  randomness comes only from `seed`."""
+  name, size, augment = spec.name, spec.image_size, spec.augment
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   if augment == 'inception_crop':
     image = _inception_crop(image, crop_seed, size, jpeg=name in _JPEG_DATASETS)
@@ -337,6 +357,11 @@ def _train_view(image: tf.Tensor, seed: tf.Tensor, name: str, size: int, augment
       image = tf.image.stateless_random_crop(image, [size, size, _CHANNELS[name]], crop_seed)
   if augment in ('crop_flip', 'inception_crop'):
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+  policy = rand_augment.parse(spec.rand_augment)
+  if policy:
+    fill = rand_augment.fill_color(spec.normalization, _CHANNELS[name])
+    policy_seed = tf.random.experimental.stateless_fold_in(seed, 2)  # Crop and flip keep theirs.
+    image = rand_augment.rand_augment(image, policy_seed, policy, fill)
   return image
 
 

@@ -51,6 +51,8 @@ class DataSpec:
   data_dir: str = ''  # TFDS data_dir ('' = TFDS default).
   manual_dir: str = ''  # TFDS manual_dir (ImageNet tarballs).
   fashion_mnist_dir: str = '/usr/share/datasets/fashion-mnist'  # Debian's idx files.
+  rand_augment: str = ''  # timm's RandAugment string (DeiT: 'rand-m9-mstd0.5-inc1'); '' = off.
+  repeated_augment: int = 1  # Copies of each image per epoch, each augmented anew (DeiT: 3).
   # On-device batch augmentation, applied in the train step (`training.augment`), not by tf.data.
   mixup_alpha: float = 0.0  # Beta(a, a) of mixup; 0 = off.
   cutmix_alpha: float = 0.0  # Beta(a, a) of cutmix; 0 = off.

@@ -46,6 +46,8 @@ def data_spec(config: ml_collections.ConfigDict) -> input_pipeline.DataSpec:
     data_dir=d.data_dir,
     manual_dir=d.manual_dir,
     fashion_mnist_dir=d.fashion_mnist_dir,
+    rand_augment=d.rand_augment,
+    repeated_augment=d.repeated_augment,
     seed=config.seed,
   )
 

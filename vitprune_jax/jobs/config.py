@@ -11,6 +11,7 @@ from typing import Any
 
 import ml_collections
 
+from vitprune_jax.data import rand_augment
 from vitprune_jax.errors import UserError
 
 # Keys of earlier versions -> their replacement (a ConfigDict path), so an old command line or
@@ -113,6 +114,16 @@ def _int_at_least(lo: int):
   return check
 
 
+def _rand_augment(v):
+  if not isinstance(v, str):
+    return 'must be a string'
+  try:
+    rand_augment.parse(v)
+  except UserError:
+    return "must be timm's RandAugment string like 'rand-m9-mstd0.5-inc1' (m, n, mstd, mmax, inc)"
+  return None
+
+
 def _positive(v):
   ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
   return None if ok else 'must be a positive number'
@@ -173,6 +184,8 @@ CHECKS = {
   'data.mixup_switch_prob': _in_range(0.0, 1.0),
   'data.mixup_prob': _in_range(0.0, 1.0),
   'data.random_erasing': _in_range(0.0, 1.0),
+  'data.repeated_augment': _int_at_least(1),
+  'data.rand_augment': _rand_augment,
   'distill.logit_weight': _non_negative,
   'distill.token_weight': _non_negative,
   'distill.temperature': _positive,
@@ -181,6 +194,8 @@ CHECKS = {
   'train.num_epochs': _int_at_least(0),
   'train.learning_rate': _non_negative,
   'train.warmup_epochs': _non_negative,
+  'train.initial_learning_rate': _non_negative,
+  'train.final_learning_rate': _non_negative,
   'train.weight_decay': _non_negative,
   'train.label_smoothing': _in_range(0.0, 1.0, hi_open=True),
   'train.grad_clip_norm': _non_negative,

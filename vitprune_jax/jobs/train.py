@@ -145,7 +145,12 @@ def train_and_evaluate(
     )
   total_steps = steps_per_epoch * t.num_epochs
   lr_fn = train_lib.create_learning_rate_fn(
-    t.learning_rate, steps_per_epoch, t.num_epochs, t.warmup_epochs
+    t.learning_rate,
+    steps_per_epoch,
+    t.num_epochs,
+    t.warmup_epochs,
+    initial_lr=t.initial_learning_rate,
+    final_lr=t.final_learning_rate,
   )
   optimizer = train_lib.create_optimizer(
     lr_fn, weight_decay=t.weight_decay, grad_clip_norm=t.grad_clip_norm

@@ -61,12 +61,21 @@ class Distillation(NamedTuple):
 
 
 def create_learning_rate_fn(
-  base_lr: float, steps_per_epoch: int, num_epochs: int, warmup_epochs: float
+  base_lr: float,
+  steps_per_epoch: int,
+  num_epochs: int,
+  warmup_epochs: float,
+  *,
+  initial_lr: float = 0.0,
+  final_lr: float = 0.0,
 ) -> optax.Schedule:
-  """Linear warm-up from 0 to `base_lr` over `warmup_epochs`, then cosine decay to 0 at the end."""
+  """Linear warm-up from `initial_lr` to `base_lr` over `warmup_epochs`, then cosine decay to
+  `final_lr` at the end of the last epoch (DeiT: 1e-6 and 1e-5), step by step."""
   total = num_epochs * steps_per_epoch
   warmup = int(warmup_epochs * steps_per_epoch)
-  return optax.warmup_cosine_decay_schedule(0.0, base_lr, max(warmup, 1), max(total, warmup + 1))
+  return optax.warmup_cosine_decay_schedule(
+    initial_lr, base_lr, max(warmup, 1), max(total, warmup + 1), end_value=final_lr
+  )
 
 
 def create_optimizer(
