@@ -10,6 +10,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from vitprune_jax.data import rand_augment as ra
 from vitprune_jax.errors import UserError
+from vitprune_jax.jobs import config as config_lib
 
 _DEIT = ra.RandAugmentSpec(magnitude=9.0, magnitude_std=0.5, increasing=True)
 
@@ -221,3 +222,16 @@ def test_rand_augment_is_a_function_of_the_seed():
   # Each of the 15 ops changes this image, so one layer leaves it as it was with probability 0.5.
   assert 0.4 < unchanged < 0.6
   assert all(out.dtype == np.float32 and out.min() >= 0 and out.max() <= 255 for out in outs)
+
+
+@pytest.mark.parametrize(
+  'value', ['', 'rand', 'rand-m9-mstd0.5-inc1', 'rand-m7-n3-mmax12', 'rand-w0', 'rand-n0', 'aa-m9']
+)
+def test_the_config_check_accepts_what_parse_reads(value):
+  """The config check (which runs before TensorFlow loads) and `parse` agree on every string."""
+  try:
+    ra.parse(value)
+    parsed = True
+  except UserError:
+    parsed = False
+  assert (config_lib.CHECKS['data.rand_augment'](value) is None) == parsed
