@@ -37,8 +37,8 @@ def get_config() -> ml_collections.ConfigDict:
   # RandAugment after the crop and flip, per image in tf.data (vitprune_jax/data/rand_augment.py):
   # timm's string, DeiT's is 'rand-m9-mstd0.5-inc1'; '' = off.
   config.data.rand_augment = ''
-  # Repeated augmentation (DeiT's RASampler): an epoch holds 1/r of the shuffled images, each r
-  # times in one batch with its own augmentation; the epoch keeps its length. 1 = off, DeiT: 3.
+  # Repeated augmentation (DeiT's RASampler): an epoch holds a random 1/r of the images, each r
+  # times in a row with its own augmentation; the epoch keeps its length. 1 = off, DeiT: 3.
   config.data.repeated_augment = 1
   # On-device batch augmentation in training (vitprune_jax/training/augment.py; DeiT: mixup 0.8,
   # cutmix 1.0, erasing 0.25). Targets are mixed with the same lambda as the images.

@@ -20,8 +20,8 @@ DeiT's recipe, key by key (inherited where the default already is DeiT's value):
 What differs from DeiT, in detail: RandAugment's rotate, shear and translate sample bilinearly
 (DeiT: bicubic; TensorFlow's image transform has no bicubic); the learning rate moves every step,
 not every epoch, and the cosine starts after the warm-up (timm's counts from epoch 0); repeated
-augmentation keeps an image's three copies in one batch on one host (DeiT's RASampler sends them
-to three GPUs, which gives the same global batch). Not measured: no ImageNet here.
+augmentation keeps an image's three copies in a row on one host, in one batch or two neighbouring
+ones (DeiT's RASampler sends them to three GPUs in one global batch). Not measured: no ImageNet.
 """
 
 from configs import default

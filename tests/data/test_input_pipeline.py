@@ -194,13 +194,29 @@ def test_repeated_augment_repeats_each_image_in_its_batch():
   plain, repeated = _batches(_DIGITS, 'train', **kwargs), _batches(spec, 'train', **kwargs)
   assert len(plain) == len(repeated) == 1258 // 120  # The epoch keeps its length.
   labels, images = _stack(repeated, 'label'), _stack(repeated, 'image')
-  # The first third of the epoch's shuffled order, each image three times in a row.
-  np.testing.assert_array_equal(labels[::3], _stack(plain, 'label')[: len(labels) // 3])
-  np.testing.assert_array_equal(labels, np.repeat(labels[::3], 3))
+  np.testing.assert_array_equal(labels, np.repeat(labels[::3], 3))  # Three in a row.
   copies = images.reshape(-1, 3, *images.shape[1:])
-  assert np.mean([not np.array_equal(c[0], c[1]) for c in copies]) > 0.5  # Own crop and flip.
+  for a, b in ((0, 1), (0, 2), (1, 2)):  # Each copy has its own crop and flip.
+    assert np.mean([not np.array_equal(c[a], c[b]) for c in copies]) > 0.5
   for skip in (1, 4):
     _assert_same(repeated[skip:], _batches(spec, 'train', skip_batches=skip, **kwargs))
+
+
+def test_repeated_augment_draws_its_third_from_the_whole_split():
+  """With a shuffle buffer far smaller than the split, the epoch's images still come from all of it
+  (a third taken after the buffer would be the first ~third of the split), and differ by epoch."""
+  raw = offline.load(_DIGITS)['train'][0]
+  spec = dataclasses.replace(_DIGITS, augment='none', repeated_augment=3, shuffle_buffer=16)
+  kwargs = dict(global_batch_size=120, train=True)
+  chosen = []
+  for epoch in (0, 1):
+    images = _to_uint8(_stack(_batches(spec, 'train', epoch=epoch, **kwargs), 'image'))
+    index = {raw[i].tobytes(): i for i in range(len(raw))}
+    picked = [index[image.tobytes()] for image in images[::3]]
+    assert len(set(picked)) == len(picked) == 1200 // 3  # ceil(10 * 120 / 3) distinct images.
+    assert min(picked) < 0.1 * len(raw) and max(picked) > 0.9 * len(raw)
+    chosen.append(set(picked))
+  assert len(chosen[0] & chosen[1]) < 0.5 * len(chosen[0])  # About a third in common.
 
 
 def test_train_batches_resumes_across_epochs():

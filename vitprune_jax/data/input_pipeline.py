@@ -262,9 +262,10 @@ def _train_batches(
 ) -> tf.data.Dataset:
   """Shuffle, cut to whole global batches, skip, then augment (skipped examples cost no decode).
 
-  With repeated augmentation r > 1 (DeiT's RASampler), the epoch takes the first ceil(n / r) of the
-  n examples it would have used and repeats each r times in a row, so the copies share a batch (or
-  straddle two) and each gets its own augmentation seed; the epoch keeps its length.
+  With repeated augmentation r > 1 (DeiT's RASampler), the epoch takes a random ceil(n / r) of the
+  n examples it would have used, shuffles them and repeats each r times in a row, so the copies
+  share a batch (or straddle two) and each gets its own augmentation seed; the epoch keeps its
+  length.
   """
   entropy = [spec.seed % 2**64, epoch, process_index]
   shuffle_seed, *example_seed = np.random.SeedSequence(entropy).generate_state(3, np.uint32)
@@ -272,14 +273,21 @@ def _train_batches(
   # Each process takes the same count, so all of them run the same number of steps.
   steps = num_examples // global_batch_size
   ds = ds.enumerate()
+  repeats = spec.repeated_augment
+  if repeats > 1:
+    # The epoch's images: a uniformly random ceil(n / r) of the n it uses, chosen before the
+    # shuffle buffer (taking them after it would favour the examples that come first on disk).
+    used, kept = steps * batch, -(-steps * batch // repeats)
+    chosen = np.zeros(num_examples, bool)  # Over local indices, which are < num_examples.
+    chosen[np.random.default_rng(shuffle_seed).permutation(used)[:kept]] = True
+    chosen = tf.constant(chosen)
+    ds = ds.filter(lambda index, ex: tf.gather(chosen, index))
   ds = ds.shuffle(
     max(1, min(spec.shuffle_buffer, num_examples)),
     seed=int(shuffle_seed),
     reshuffle_each_iteration=False,
   )
-  repeats = spec.repeated_augment
   if repeats > 1:
-    ds = ds.take(-(-steps * batch // repeats))
     ds = ds.flat_map(lambda index, ex: tf.data.Dataset.from_tensors((index, ex)).repeat(repeats))
     # The copy number (position in the stream) tells the copies' seeds apart.
     ds = ds.enumerate().map(lambda position, item: ((item[0], position), item[1]))

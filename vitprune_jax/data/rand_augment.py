@@ -68,19 +68,19 @@ def parse(config_str: str) -> RandAugmentSpec | None:
     raise UserError(hint)
   fields = {}
   for section in sections:
-    match = re.fullmatch(r'(mstd|mmax|inc|m|n)(\d+(?:\.\d*)?)', section)
+    match = re.fullmatch(r'(mstd)(\d+(?:\.\d*)?)|(mmax|inc|m|n)(\d+)', section)
     if not match:
       raise UserError(hint + ('; op weights (w) are not supported' if section[:1] == 'w' else ''))
-    key, value = match.groups()
+    key, value = [group for group in match.groups() if group is not None]
     if key == 'mstd':
       fields['magnitude_std'] = math.inf if float(value) > 100 else float(value)  # As timm.
     elif key == 'mmax':
-      fields['magnitude_max'] = float(int(value))
+      fields['magnitude_max'] = float(int(value)) or _LEVEL_DENOM  # As timm: mmax0 = 10.
     elif key == 'inc':
-      fields['increasing'] = bool(int(value))
+      fields['increasing'] = bool(int(value))  # timm's bool('0') reads inc0 as on; here it is off.
     elif key == 'm':
       fields['magnitude'] = float(int(value))
-    elif '.' in value or int(value) < 1:
+    elif int(value) < 1:
       raise UserError(hint + f'; n must be a whole number >= 1, got {value}')
     else:
       fields['num_layers'] = int(value)
