@@ -278,10 +278,12 @@ def _train_batches(
     # The epoch's images: a uniformly random ceil(n / r) of the n it uses, chosen before the
     # shuffle buffer (taking them after it would favour the examples that come first on disk).
     used, kept = steps * batch, -(-steps * batch // repeats)
-    chosen = np.zeros(num_examples, bool)  # Over local indices, which are < num_examples.
+    chosen = np.zeros(max(used, 1), bool)  # Over the local indices an epoch uses (< steps * batch).
     chosen[np.random.default_rng(shuffle_seed).permutation(used)[:kept]] = True
     chosen = tf.constant(chosen)
-    ds = ds.filter(lambda index, ex: tf.gather(chosen, index))
+    ds = ds.filter(
+      lambda index, ex: (index < used) & tf.gather(chosen, tf.minimum(index, len(chosen) - 1))
+    )
   ds = ds.shuffle(
     max(1, min(spec.shuffle_buffer, num_examples)),
     seed=int(shuffle_seed),
