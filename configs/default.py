@@ -182,6 +182,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.pareto.levels = (0.8, 0.65, 0.55, 0.45)  # Shares of the unpruned GFLOPs.
   config.pareto.methods = ('greedy', 'cls_attention', 'mean_attention', 'similarity')  # Heuristics.
   config.pareto.mergers = ('tome', 'evit')  # Merging and fusion, at their own counts.
+  # Also every scoring method's drop-merge variant (what it drops merges into what it keeps).
+  config.pareto.drop_merge = False
 
   # The pruning game a policy learns (vitprune_jax/rl/pruning_env.py, two_agent_env.py).
   config.game = ml_collections.ConfigDict()

@@ -6,7 +6,8 @@
 Needs runs/fashion (configs/fashion_mnist_vit.py) and the three budget-mode policies of
 results/budget_mappo (configs/fashion_mnist_policy.py:budget, seeds 0-2, in
 runs/fashion_budget_s{0,1,2}). Their game fixes the capacities: every block but the last is a
-pruning point, geometric schedule. Test split, compact mode, no fine-tuning.
+pruning point, geometric schedule. Test split, compact mode, no fine-tuning. With the drop-merge
+variant of random, of every scoring heuristic and of the policies (`pareto.drop_merge`).
 """
 
 from configs import fashion_mnist_vit
@@ -17,4 +18,5 @@ def get_config():
   config.mode = 'pareto'
   config.init.vit_dir = 'runs/fashion'
   config.init.policy_dirs = tuple(f'runs/fashion_budget_s{s}' for s in range(3))
+  config.pareto.drop_merge = True
   return config

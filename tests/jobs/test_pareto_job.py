@@ -38,6 +38,7 @@ def test_pareto_runs_every_method_at_the_same_capacities(tiny_trained_run, tmp_p
   c.init.vit_dir = vit_dir
   c.init.policy_dirs = (policy_dir,)
   c.pareto.levels = (0.9, 0.75)
+  c.pareto.drop_merge = True
   c.deploy.random_seeds = 3
   c.eval.throughput_repeats = 1
   out = jobs.run(c, str(tmp_path / 'pareto'))
@@ -45,40 +46,44 @@ def test_pareto_runs_every_method_at_the_same_capacities(tiny_trained_run, tmp_p
   assert (tmp_path / 'pareto' / 'pareto.png').stat().st_size > 0
   records = saved['records']
   methods = ['none', 'random', 'greedy', 'cls_attention', 'mean_attention', 'similarity']
-  methods += ['tome', 'evit', 'mappo']
+  methods += ['random+merge', 'cls_attention+merge', 'mean_attention+merge', 'similarity+merge']
+  methods += ['tome', 'evit', 'mappo', 'mappo+merge']
   assert [r['method'] for r in records] == methods + methods[1:]
   families = {r['method']: r['family'] for r in records}
   assert families['random'] == 'random' and families['mappo'] == 'learned'
   assert families['similarity'] == 'heuristic' and families['none'] == 'none'
-  assert families['tome'] == families['evit'] == 'merging'
+  assert families['tome'] == families['evit'] == families['similarity+merge'] == 'merging'
+  assert families['random+merge'] == 'random' and families['mappo+merge'] == 'learned'
   model, _, _ = models.load_vit(vit_dir)
   cfg: vit.ViTConfig = model.config
   full = pruning.gflops(cfg, [cfg.num_tokens] * cfg.num_layers)
   for level in (0.9, 0.75):
     rows = [r for r in records if r['level'] == level]
     caps = rows[0]['capacities']
+    merge_caps = next(r for r in rows if r['method'] == 'random+merge')['capacities']
     for r in rows:
-      # GFLOPs of what ran: recomputed from the tokens each layer kept, not from the budget.
-      if r['family'] != 'merging':
-        ran = pruning.gflops(cfg, r['tokens_per_layer']) / full
-        assert r['gflops_ratio'] == pytest.approx(ran)
+      # GFLOPs of what ran: recomputed from the tokens each layer kept, not from the budget, the
+      # merge priced for merging methods.
+      drop_merge = r['method'].endswith('+merge')
+      merge = 'drop_merge' if drop_merge else (r['method'] if r['family'] == 'merging' else None)
+      ran = pruning.gflops(cfg, r['tokens_per_layer'], merge) / full
+      assert r['gflops_ratio'] == pytest.approx(ran)
       assert r['gflops_ratio'] <= level + 1e-9
       assert r['finetuned'] is False and r['images_per_s'] > 0
-      if r['family'] == 'merging':  # Their own counts, their merge cost priced in.
+      if drop_merge:  # One budget for every drop-merge variant, at no more GFLOPs than caps.
+        assert r['capacities'] == merge_caps and r['tokens_per_layer'] == pytest.approx(merge_caps)
+      elif r['family'] == 'merging':  # Their own counts.
         assert r['tokens_per_layer'] == pytest.approx(r['capacities'])
-        merge = r['method']
-        assert r['gflops_ratio'] == pytest.approx(
-          pruning.gflops(cfg, r['tokens_per_layer'], merge) / full
-        )
       elif r['method'] != 'greedy':  # Greedy: one shot after block 0 at no more GFLOPs.
         assert r['capacities'] == caps and r['tokens_per_layer'] == pytest.approx(caps)
     random = next(r for r in rows if r['method'] == 'random')
     assert random['seeds'] == 3 and len(random['accuracy_seeds']) == 3 and random['ci95'] >= 0
+    assert next(r for r in rows if r['method'] == 'random+merge')['seeds'] == 3
   tests = saved['paired_tests']
   assert [(t['level'], t['against']) for t in tests] == [
     (level, family) for level in (0.9, 0.75) for family in ('heuristic', 'merging')
   ]
-  assert all(t['learned'] == 'mappo' and 0 <= t['p_value'] <= 1 for t in tests)
+  assert all(t['learned'] in ('mappo', 'mappo+merge') and 0 <= t['p_value'] <= 1 for t in tests)
   assert saved['git_commit'] is None or len(saved['git_commit']) == 40
   assert saved['config']['pareto']['levels'] == [0.9, 0.75]
   assert out['points'] == [0]

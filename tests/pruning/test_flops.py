@@ -27,13 +27,17 @@ OPTIONS = {
 
 
 @pytest.mark.parametrize(
-  'name', ['none', 'cls_attention', 'greedy', 'mean_attention', 'tome', 'evit']
+  'name',
+  ['none', 'cls_attention', 'greedy', 'mean_attention', 'tome', 'evit', 'similarity+merge'],
 )
 def test_analytic_flops_match_xla_within_5_percent(name):
   model = vit.VisionTransformer(CFG)
   x = jnp.zeros((1, 64, 64, 3))
   params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))['params']
-  pruner = pruning.make_pruner(name, CFG, **OPTIONS.get(name, {'r_max': 0.7, 'alpha': 1.0}))
+  base = name.removesuffix('+merge')
+  pruner = pruning.make_pruner(base, CFG, **OPTIONS.get(base, {'r_max': 0.7, 'alpha': 1.0}))
+  if name.endswith('+merge'):
+    pruner = pruning.with_merging(pruner)
   hooks = pruning.model_hooks(pruner, execution='compact')
   compiled = jax.jit(lambda p, x: model.apply({'params': p}, x, **hooks)[0]).lower(params, x)
   cost = compiled.compile().cost_analysis()
@@ -42,6 +46,8 @@ def test_analytic_flops_match_xla_within_5_percent(name):
   assert analytic == pytest.approx(cost['flops'], rel=0.05)
   if name in ('tome', 'evit'):  # Merging really saves compute, and the counter sees it.
     assert analytic < 0.8 * pruning.vit_flops(CFG, [65] * 4)
+  if name == 'similarity+merge':  # The merge costs more than dropping, and the counter sees it.
+    assert analytic > pruning.vit_flops(CFG, pruner.budget)
 
 
 def test_flops_fall_with_pruning_and_scale_with_tokens():

@@ -2,6 +2,7 @@
 their published code (facebookresearch/ToMe `tome/merge.py` + `tome/patch/timm.py`, EViT's
 `evit.py` block), at DeiT-S geometry with random weights."""
 
+import dataclasses
 import math
 
 import jax
@@ -66,6 +67,46 @@ def test_no_merges_give_exactly_the_plain_vit():
     logits, kept = pruning.forward(model, params, images, pruner)
     np.testing.assert_array_equal(logits, plain)
     assert kept.tolist() == [[17, 17]] * 2
+
+
+def test_merge_into_kept_by_hand():
+  # Kept: CLS (0) and tokens 2, 4. Token 1 points like token 4 (cosine 1; like CLS too, which never
+  # receives), token 3 like token 2 (cosine 0.8 vs 0.6 to token 4); token 5 is masked out.
+  metric = jnp.array([[0.0, 1.0], [0.0, 3.0], [1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [1.0, 0.0]])
+  x = jnp.arange(12.0).reshape(6, 2)
+  size = jnp.array([1.0, 2.0, 1.0, 1.0, 3.0, 1.0])
+  keep_mask = jnp.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.0])
+  merged, new_size = merging.merge_into_kept(x, size, keep_mask, metric, jnp.array([0, 2, 4]))
+  # Token 2 + token 3: ([4, 5] + [6, 7]) / 2; token 4 (size 3) + token 1 (size 2): (3 [8, 9] +
+  # 2 [2, 3]) / 5.
+  np.testing.assert_allclose(merged, [[0, 1], [5, 6], [5.6, 6.6]], rtol=1e-6)
+  np.testing.assert_allclose(new_size, [1, 2, 5])
+
+
+def test_drop_merge_keeps_the_score_selection_and_loses_nothing():
+  cfg = vit.ViTConfig(10, 16, 4, 32, 2, 4, 64, num_channels=1)
+  model = vit.VisionTransformer(cfg)
+  images = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 1))
+  params = model.init(jax.random.PRNGKey(1), images)['params']
+  head = jax.random.normal(jax.random.PRNGKey(2), params['head']['kernel'].shape)
+  params = {**params, 'head': {**params['head'], 'kernel': head}}  # Not zero: logits differ.
+  plain, _ = pruning.forward(model, params, images)
+  full = pruning.at_capacities('similarity', cfg, (17, 17))
+  logits, _ = pruning.forward(model, params, images, pruning.with_merging(full))
+  np.testing.assert_allclose(logits, plain, atol=1e-5)  # Nothing dropped: the plain ViT.
+  pruner = pruning.at_capacities('cls_attention', cfg, (9, 5))
+  merged = pruning.with_merging(pruner)
+  assert merged.name == 'cls_attention+merge' and merged.merge_kind == 'drop_merge'
+  logits, kept = pruning.forward(model, params, images, merged)
+  dropped, _ = pruning.forward(model, params, images, pruner)
+  assert kept.tolist() == [[9, 5]] * 2
+  assert not np.allclose(logits, dropped)  # The merged tokens changed what CLS sees.
+  with pytest.raises(ValueError, match='no scores'):
+    pruning.with_merging(pruning.make_pruner('tome', cfg, r=2))
+  with pytest.raises(ValueError, match='threshold'):
+    pruning.with_merging(dataclasses.replace(pruner, threshold=0.0))
+  with pytest.raises(ValueError, match='>= 2 tokens'):
+    pruning.with_merging(pruning.at_capacities('random', cfg, (9, 1)))
 
 
 def test_bad_options_are_one_line_errors():

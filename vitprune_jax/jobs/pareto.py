@@ -10,7 +10,12 @@ compact mode:
 - the merging methods of `pareto.mergers` (ToMe over its r, EViT over its keep rate), each at its
   own token counts with the most GFLOPs not above those of the level's capacities;
 - the budget-mode policies of `init.policy_dirs`, each on its own decisions at budget b (one trained
-  policy serves every level); several runs of one kind are its seeds (mean and CI).
+  policy serves every level); several runs of one kind are its seeds (mean and CI);
+- with `pareto.drop_merge`, the drop-merge variant ('<name>+merge', `pruning.with_merging`: what is
+  not kept merges into the kept tokens) of random, of every heuristic but greedy (one shot, its own
+  counts) and of every policy, at the budget whose GFLOPs, the merge priced, come closest to b's
+  from below; random+merge counts as random, the heuristics' variants as merging, the policies'
+  as learned.
 At each level the best learned method is tested against the best heuristic and the best merging
 method, paired on the same images (McNemar's exact test; for a learned method with several seeds,
 each seed's run, the largest p-value reported). Writes `pareto.{json,csv,md}` and `pareto.png`;
@@ -128,6 +133,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   def ratio(b: float) -> float:
     return pruning.gflops(vit_cfg, policies.budget_capacities(vit_cfg, sched, b)) / full
 
+  def merge_ratio(b: float) -> float:
+    caps = policies.budget_capacities(vit_cfg, sched, b)
+    return pruning.gflops(vit_cfg, caps, 'drop_merge') / full
+
   split, repeats = config.eval.split, config.eval.throughput_repeats
   common.warm_up(common.split_batches(config, split))
   records, tests = [], []
@@ -141,6 +150,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     named = [('none', None), ('random', pruning.at_capacities('random', vit_cfg, caps))]
     named += [(m, pruning.at_capacities(m, vit_cfg, caps)) for m in methods]
     families = ['none', 'random'] + ['heuristic'] * len(methods)
+    b_merge = None
+    if config.pareto.drop_merge:
+      # The budget whose drop-merge GFLOPs (the merge is priced) come closest to b's from below.
+      b_merge, _ = pareto_lib.budget_for_level(merge_ratio, ratio(b))
+      merge_caps = policies.budget_capacities(vit_cfg, sched, b_merge)
+      for m in ('random',) + tuple(v for v in methods if v != 'greedy'):
+        pruner = pruning.with_merging(pruning.at_capacities(m, vit_cfg, merge_caps))
+        named.append((pruner.name, pruner))
+        families.append('random' if m == 'random' else 'merging')
     options = {}
     for m in mergers:  # Their own token counts, at the most GFLOPs not above the level's.
       pruner, options[m] = merger_at(m, vit_cfg, ratio(b), full)
@@ -152,6 +170,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       )
       named.append((kind, pruner))
       families.append('learned')
+      if b_merge is not None:
+        pruner = policies.deployed_pruner(
+          spec, vit_cfg, actor, actor_params, quantile=1.0, bucket=1, budget=b_merge
+        )
+        named.append((f'{kind}+merge', pruning.with_merging(pruner)))
+        families.append('learned')
     # One run times every method of the level in rotated order, the unpruned model included.
     level_records = common.compare_on_split(
       config,
@@ -166,21 +190,24 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     )
     for r, family in zip(level_records, families):
       r['family'] = family
+    seeded = [nm for nm, f in zip(named, families) if f == 'random']
     extra = [
-      common.compare_on_split(
+      record
+      for i in range(1, config.deploy.random_seeds)
+      for record in common.compare_on_split(
         config,
         model,
         params,
-        [named[1]],
+        seeded,
         split,
         mesh,
         throughput_repeats=0,
         warm=False,
         seed=config.seed + i,
-      )[0]
-      for i in range(1, config.deploy.random_seeds)
+      )
     ]
     budgets = {n: p.budget if p is not None else None for n, p in named}
+    budget_of = {n: (b_merge if n.endswith('+merge') else b) for n, _ in named}
     groups = collections.defaultdict(list)
     for r in level_records + extra:
       groups[r['pruner']].append(r)
@@ -191,7 +218,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         method=name,
         family=rows[0].get('family', 'random'),
         level=level if name != 'none' else 1.0,
-        budget=b if name != 'none' else None,
+        budget=budget_of[name] if name != 'none' else None,
         ci95=m.get('accuracy_ci95', 0.0),
         finetuned=False,
         capacities=list(budgets[name]) if budgets[name] else None,

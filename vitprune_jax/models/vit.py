@@ -44,7 +44,10 @@ class TokenMerger(NamedTuple):
 
   merge: Callable[..., tuple[Array, Array, Array]]
   proportional_attention: bool = False
-  kind: str = ''  # 'tome' | 'evit': how the FLOPs counter prices the merge.
+  kind: str = ''  # 'tome' | 'evit' | 'drop_merge': how the FLOPs counter prices the merge.
+  # True: `merge` runs after the MLP instead (a pruner's selection that merges what it drops,
+  # `pruning.execution.drop_merger`), with the same arguments.
+  after_block: bool = False
 
 
 _MASK_BIAS = -1e9  # Added to attention logits of dropped keys (in fp32).
@@ -562,7 +565,8 @@ class VisionTransformer(nn.Module):
       train: enables dropout (needs a 'dropout' rng).
       token_selector: called after each block to change the tokens and mask (pruning).
       token_merger: merges tokens between the attention and the MLP of every block (ToMe,
-        EViT), carrying per-token sizes (all ones at the start: the plain ViT).
+        EViT), or after it (`after_block`), carrying per-token sizes (all ones at the start:
+        the plain ViT).
       statistics: the `TokenStats` fields to compute in every block (the rest are None); without
         `mean_attention`, attention runs fused (`MaskedSelfAttention`). `pruning.model_hooks`
         asks for what its pruner reads.
@@ -583,8 +587,11 @@ class VisionTransformer(nn.Module):
         x, layer_stats, metric = self.Transformer.attend(
           i, x, keep_mask, prop, train=train, statistics=statistics
         )
-        x, keep_mask, size = token_merger.merge(i, x, keep_mask, size, metric, layer_stats)
+        if not token_merger.after_block:
+          x, keep_mask, size = token_merger.merge(i, x, keep_mask, size, metric, layer_stats)
         x = self.Transformer.feed_forward(i, x, keep_mask, train=train)
+        if token_merger.after_block:
+          x, keep_mask, size = token_merger.merge(i, x, keep_mask, size, metric, layer_stats)
       stats.append(layer_stats)
       if token_selector is not None:
         x, keep_mask = token_selector(i, x, keep_mask, layer_stats)

@@ -14,6 +14,7 @@ from vitprune_jax.pruning.pruners import (
   at_capacities,
   make_pruner,
   pruner_options,
+  with_merging,
 )
 from vitprune_jax.pruning.schedules import keep_ratio, tokens_per_layer
 
@@ -32,4 +33,5 @@ __all__ = [
   'pruner_options',
   'tokens_per_layer',
   'vit_flops',
+  'with_merging',
 ]

@@ -15,7 +15,8 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
-from vitprune_jax.models.vit import TokenSelector, TokenStats, VisionTransformer
+from vitprune_jax.models.vit import TokenMerger, TokenSelector, TokenStats, VisionTransformer
+from vitprune_jax.pruning import merging
 from vitprune_jax.pruning.pruners import Pruner
 
 Array = jax.Array
@@ -65,14 +66,39 @@ def make_selector(
   return selector
 
 
+def drop_merger(pruner: Pruner, *, rng: Optional[Array] = None) -> TokenMerger:
+  """The `TokenMerger` (after each block) of a drop-merge pruner (`pruners.with_merging`): its
+  top-k of the layer's capacity are kept (`select_top_k`) and the rest merge into them
+  (`merging.merge_into_kept`); sizes carried, proportional attention on. Always gathers."""
+  key = jax.random.PRNGKey(0) if rng is None else rng
+
+  def merge(layer: int, x: Array, keep_mask: Array, size: Array, metric: Array, stats: TokenStats):
+    k = min(pruner.budget[layer], x.shape[1])
+    if k == x.shape[1]:
+      return x, keep_mask, size
+    idx = select_top_k(pruner.score_fn(layer, x, keep_mask, stats, key), keep_mask, k)
+    merged, new_size = jax.vmap(merging.merge_into_kept)(
+      x.astype(jnp.float32), size, keep_mask, metric.astype(jnp.float32), idx
+    )
+    return merged.astype(x.dtype), jnp.take_along_axis(keep_mask, idx, axis=1), new_size
+
+  return TokenMerger(merge, proportional_attention=True, kind='drop_merge', after_block=True)
+
+
 def model_hooks(
   pruner: Optional[Pruner], *, execution: str, rng: Optional[Array] = None
 ) -> dict[str, Any]:
   """The keyword arguments of `model.apply` that run `pruner`: its token_selector (scoring
-  pruners), token_merger (ToMe, EViT: merging always gathers, whatever the execution) and the
-  statistics it reads (only those are computed). None: the unpruned model, no statistics."""
+  pruners), token_merger (ToMe, EViT, drop-merge: merging always gathers, whatever the
+  execution) and the statistics it reads (only those are computed). None: the unpruned model, no
+  statistics."""
   if pruner is None:
     return {'statistics': ()}
+  if pruner.merge_dropped:
+    return {
+      'token_merger': drop_merger(pruner, rng=rng),
+      'statistics': pruner.statistics,
+    }
   return {
     'token_selector': make_selector(pruner, execution=execution, rng=rng),
     'token_merger': pruner.merger,

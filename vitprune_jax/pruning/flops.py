@@ -42,6 +42,7 @@ def merge_flops(cfg: ViTConfig, kind: str, n: float, out: float) -> float:
   tome: keys averaged over heads (n d), proportional attention (h n^2 adds), normalising the
   metric (3 n hd), the A x B cosine scores (2 n_A n_B hd) and the size-weighted merge (3 n d).
   evit: the weighted sum of the fused tokens (2 (n - out) d).
+  drop_merge (after the MLP): as tome, with the n x out cosine scores (2 n out hd).
   """
   d, h = cfg.hidden_size, cfg.num_heads
   hd = d // h
@@ -52,6 +53,10 @@ def merge_flops(cfg: ViTConfig, kind: str, n: float, out: float) -> float:
     return h * n * n + n * d + 3 * n * hd + 2.0 * a * b * hd + 3 * n * d
   if kind == 'evit':
     return 2.0 * max(n - out, 0) * d
+  if kind == 'drop_merge':
+    if out == n:
+      return h * n * n + n * d
+    return h * n * n + n * d + 3 * n * hd + 2.0 * n * out * hd + 3 * n * d
   raise ValueError(f'unknown merge kind {kind!r}')
 
 
@@ -62,7 +67,8 @@ def vit_flops(
 
   Block 0 always runs on every token; the count after the last block changes nothing (only CLS is
   read). With `merge` ('tome' or 'evit') the tokens merge inside each block, between attention
-  (on the tokens entering) and MLP (on those after it), and the merge itself is priced too.
+  (on the tokens entering) and MLP (on those after it), and the merge itself is priced too;
+  'drop_merge' merges after the MLP, so the block runs on the tokens entering it, plus the merge.
   """
   if len(tokens_after_layer) != cfg.num_layers:
     raise ValueError(f'need {cfg.num_layers} token counts, got {len(tokens_after_layer)}')
@@ -71,8 +77,9 @@ def vit_flops(
   head = 2.0 * cfg.hidden_size * cfg.num_classes
   if merge is None:
     return embed + sum(block_flops(cfg, n) for n in entering) + head
+  after = merge == 'drop_merge'
   blocks = sum(
-    attention_flops(cfg, n) + merge_flops(cfg, merge, n, out) + mlp_flops(cfg, out)
+    attention_flops(cfg, n) + merge_flops(cfg, merge, n, out) + mlp_flops(cfg, n if after else out)
     for n, out in zip(entering, tokens_after_layer)
   )
   return embed + blocks + head

@@ -12,6 +12,12 @@ averages, sizes are carried through the blocks, and proportional attention adds 
 attention logits. The tokens then come in the order [unmerged A tokens by position (CLS first),
 every B token], as in `merge.py`. r is capped at half the patch tokens, as there.
 
+Drop-merge (ours; no peer's code): any scoring pruner, learned or not, keeps its top-k tokens
+after a block as it would when dropping, and every other valid token merges into the kept patch
+token most similar to it (cosine on ToMe's metric, the block's keys averaged over heads), as a
+size-weighted average; sizes are carried and proportional attention is on, as in ToMe. CLS never
+merges and never receives. So the selection stays the pruner's, and nothing it drops is lost.
+
 EViT (Liang et al., ICLR 2022; youweiliang/evit): at chosen blocks, keep the top
 ceil(keep_rate * (N - 1)) patch tokens by CLS attention (averaged over heads) and fuse the rest into
 one token, their sum weighted by that attention (`extra_token` in its code; the weights are the raw
@@ -107,6 +113,28 @@ def tome_merge(r_per_layer: Sequence[int]):
     return merged.astype(x.dtype), ones, new_size
 
   return merge
+
+
+def merge_into_kept(
+  x: Array, size: Array, keep_mask: Array, metric: Array, idx: Array
+) -> tuple[Array, Array]:
+  """Drop-merge for one image: x (N, D), size (N,), keep_mask (N,), metric (N, C) and the kept
+  tokens idx (k,) (CLS first, as `execution.select_top_k` gives them) -> (k, D), (k,).
+
+  Each valid token not in idx adds size * x and its size to the kept patch token (a valid one,
+  not CLS) with the highest cosine similarity to it; the sums are then divided by the sizes.
+  Needs k >= 2 (a patch to merge into).
+  """
+  n = x.shape[0]
+  metric = metric / jnp.linalg.norm(metric, axis=-1, keepdims=True)
+  receives = (keep_mask[idx] > 0).at[0].set(False)
+  similarity = jnp.where(receives[None, :], metric @ metric[idx].T, -jnp.inf)
+  dst = jnp.argmax(similarity, axis=-1)  # (N,): the kept token each would merge into.
+  dropped = jnp.ones((n,), bool).at[idx].set(False)
+  weight = jnp.where(dropped & (keep_mask > 0), size, 0.0)
+  merged_size = size[idx].at[dst].add(weight)
+  total = (x[idx] * size[idx][:, None]).at[dst].add(x * weight[:, None])
+  return total / merged_size[:, None], merged_size
 
 
 def evit_keep(num_tokens: int, keep_rate: float) -> int:

@@ -64,11 +64,30 @@ class Pruner:
   # The `TokenStats` fields its score or merger reads; the forward computes only those, and runs
   # fused attention unless one needs the full map (`vit.NEEDS_FULL_MAP`). Default: all of them.
   statistics: tuple[str, ...] = STATISTICS
+  # Drop-merge (`merging.merge_into_kept`, `with_merging`): what the score does not keep merges
+  # into its most similar kept token instead of being dropped. Needs threshold None.
+  merge_dropped: bool = False
 
   @property
   def merge_kind(self) -> Optional[str]:
-    """'tome' | 'evit' for a merging pruner (how its FLOPs are counted), else None."""
+    """'tome' | 'evit' | 'drop_merge' for a merging pruner (how its FLOPs are counted), else
+    None."""
+    if self.merge_dropped:
+      return 'drop_merge'
     return self.merger.kind if self.merger is not None else None
+
+
+def with_merging(pruner: Pruner) -> Pruner:
+  """`pruner`'s drop-merge variant, named '<name>+merge': the same scores and capacities, and what
+  it does not keep merges into the kept tokens (`merging.merge_into_kept`). ValueError for a
+  merging pruner, one with a threshold (the capacities must be filled), or capacities below 2."""
+  if pruner.score_fn is None or pruner.merger is not None or pruner.merge_dropped:
+    raise ValueError(f'{pruner.name!r} has no scores to drop-merge by')
+  if pruner.threshold is not None:
+    raise ValueError(f'{pruner.name!r} has a threshold: drop-merge fills its capacities')
+  if min(pruner.budget) < 2:
+    raise ValueError(f'{pruner.name!r}: drop-merge needs >= 2 tokens after every block')
+  return dataclasses.replace(pruner, name=f'{pruner.name}+merge', merge_dropped=True)
 
 
 def cls_attention_score(
