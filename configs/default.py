@@ -209,6 +209,12 @@ def get_config() -> ml_collections.ConfigDict:
   # (cls_attention, exponent `budget_alpha`), for a budget b drawn per image from `budget_range`.
   config.game.budget_schedule = 'geometric'
   config.game.budget_alpha = 1.0  # budget mode, cls_attention schedule: its alpha.
+  # mappo budget mode: pruned tokens merge into their most similar kept token (drop-merge) instead
+  # of being dropped, in the game and when the policy is deployed.
+  config.game.merge_dropped = False
+  # mappo: the actor's logit adds -similarity_prior x the token's redundancy (a prior that ranks as
+  # the similarity heuristic does; training learns corrections). 0 = no prior.
+  config.game.similarity_prior = 0.0
   config.game.budget_range = (0.6, 0.9)  # budget mode: the range b is drawn from in training.
 
   # A learned policy at inference (compact mode needs a static capacity per layer).

@@ -6,6 +6,10 @@
       --workdir runs/fashion_two_agent
   python -m vitprune_jax.main --config configs/fashion_mnist_policy.py:budget \
       --workdir runs/fashion_budget
+  python -m vitprune_jax.main --config configs/fashion_mnist_policy.py:budget_merge \
+      --workdir runs/fashion_budget_merge
+  python -m vitprune_jax.main --config configs/fashion_mnist_policy.py:budget_merge_prior \
+      --workdir runs/fashion_budget_merge_prior
   python -m vitprune_jax.main --config configs/fashion_mnist_policy.py:rcpo \
       --workdir runs/fashion_rcpo
   python -m vitprune_jax.main --config configs/fashion_mnist_policy.py:deit_standard \
@@ -14,11 +18,15 @@
 Variants: `mappo` (free mode, RL4EViT), `two_agent`, and `budget` (MAPPO in budget mode: exactly
 floor(49 b^(t+1)) patches after block t, b drawn from [0.6, 0.9] per image in training, deployed at
 b = 0.7, 0.77 (0.55x GFLOPs) and 0.85; 4 plays of each image with leave-one-out advantages;
-checkpoints selected on validation), and `rcpo` (free mode with a Lagrange multiplier on the kept
-compute, target 0.55, instead of a fixed efficiency weight), and `deit_standard` (the budget
-variant at the literature's schedule: agents act after blocks 1, 3, 4 of 6, the `deit_standard`
-points, and deployed at b = 0.7 they keep exactly `prune.schedule=deit_standard`'s counts, 34 / 24
-/ 16 patches, so the policy and every heuristic with that schedule run the same tokens).
+checkpoints selected on validation), `budget_merge` (the budget variant in the drop-merge game: the
+tokens it prunes merge into their most similar kept token, in training and when deployed),
+`budget_merge_prior` (the same with the similarity prior in the actor's logit,
+`game.similarity_prior`: untrained, it ranks as the similarity heuristic does), and `rcpo` (free
+mode with a Lagrange multiplier on the kept compute, target 0.55, instead of a fixed efficiency
+weight), and `deit_standard` (the budget variant at the literature's schedule: agents act after
+blocks 1, 3, 4 of 6, the `deit_standard` points, and deployed at b = 0.7 they keep exactly
+`prune.schedule=deit_standard`'s counts, 34 / 24 / 16 patches, so the policy and every heuristic
+with that schedule run the same tokens).
 
 Expected (test): mappo 0.59x GFLOPs at -1.0 pt on validation, about 150 s; two_agent 86.75 % at
 0.58x against random 84.22 % (README, "Results").
@@ -34,13 +42,17 @@ def get_config(variant: str = 'mappo'):
   config.mode = 'train_policy'
   config.init.vit_dir = 'runs/fashion'
   config.game.policy = 'two_agent' if variant == 'two_agent' else 'mappo'
-  if variant in ('budget', 'deit_standard'):
+  if variant in ('budget', 'budget_merge', 'budget_merge_prior', 'deit_standard'):
     config.game.action_mode = 'budget'
     config.deploy.budgets = (0.7, 0.77, 0.85)
     # Chosen on validation against one play of 64 images (best checkpoint 87.13 % mean over the
     # three budgets, falling with training) : 4 plays of 32 images, leave-one-out, 88.56 %.
     config.ppo.rollouts_per_input = 4
     config.ppo.num_envs = 32
+    if variant in ('budget_merge', 'budget_merge_prior'):
+      config.game.merge_dropped = True
+    if variant == 'budget_merge_prior':
+      config.game.similarity_prior = 20.0
     if variant == 'deit_standard':
       config.game.pruning_points = schedules.deit_standard_points(
         vit.PRESETS[config.model.variant][2]

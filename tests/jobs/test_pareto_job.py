@@ -13,8 +13,9 @@ from vitprune_jax.models import vit
 pytestmark = pytest.mark.usefixtures('one_device_jobs')
 
 
-def _policy(config, vit_dir, workdir, action_mode):
+def _policy(config, vit_dir, workdir, action_mode, merge_dropped=False):
   c = config.copy_and_resolve_references()
+  c.game.merge_dropped = merge_dropped
   c.mode = 'train_policy'
   c.init.vit_dir = vit_dir
   c.game.action_mode = action_mode
@@ -33,10 +34,11 @@ def _policy(config, vit_dir, workdir, action_mode):
 def test_pareto_runs_every_method_at_the_same_capacities(tiny_trained_run, tmp_path):
   config, vit_dir = tiny_trained_run
   policy_dir = _policy(config, vit_dir, str(tmp_path / 'policy'), 'budget')
+  merge_dir = _policy(config, vit_dir, str(tmp_path / 'merge'), 'budget', merge_dropped=True)
   c = config.copy_and_resolve_references()
   c.mode = 'pareto'
   c.init.vit_dir = vit_dir
-  c.init.policy_dirs = (policy_dir,)
+  c.init.policy_dirs = (policy_dir, merge_dir)
   c.pareto.levels = (0.9, 0.75)
   c.pareto.drop_merge = True
   c.deploy.random_seeds = 3
@@ -47,13 +49,14 @@ def test_pareto_runs_every_method_at_the_same_capacities(tiny_trained_run, tmp_p
   records = saved['records']
   methods = ['none', 'random', 'greedy', 'cls_attention', 'mean_attention', 'similarity']
   methods += ['random+merge', 'cls_attention+merge', 'mean_attention+merge', 'similarity+merge']
-  methods += ['tome', 'evit', 'mappo', 'mappo+merge']
+  methods += ['tome', 'evit', 'mappo', 'mappo+merge', 'mappo+merge (trained)']
   assert [r['method'] for r in records] == methods + methods[1:]
   families = {r['method']: r['family'] for r in records}
   assert families['random'] == 'random' and families['mappo'] == 'learned'
   assert families['similarity'] == 'heuristic' and families['none'] == 'none'
   assert families['tome'] == families['evit'] == families['similarity+merge'] == 'merging'
   assert families['random+merge'] == 'random' and families['mappo+merge'] == 'learned'
+  assert families['mappo+merge (trained)'] == 'learned'
   model, _, _ = models.load_vit(vit_dir)
   cfg: vit.ViTConfig = model.config
   full = pruning.gflops(cfg, [cfg.num_tokens] * cfg.num_layers)
@@ -64,7 +67,7 @@ def test_pareto_runs_every_method_at_the_same_capacities(tiny_trained_run, tmp_p
     for r in rows:
       # GFLOPs of what ran: recomputed from the tokens each layer kept, not from the budget, the
       # merge priced for merging methods.
-      drop_merge = r['method'].endswith('+merge')
+      drop_merge = '+merge' in r['method']
       merge = 'drop_merge' if drop_merge else (r['method'] if r['family'] == 'merging' else None)
       ran = pruning.gflops(cfg, r['tokens_per_layer'], merge) / full
       assert r['gflops_ratio'] == pytest.approx(ran)
@@ -83,7 +86,8 @@ def test_pareto_runs_every_method_at_the_same_capacities(tiny_trained_run, tmp_p
   assert [(t['level'], t['against']) for t in tests] == [
     (level, family) for level in (0.9, 0.75) for family in ('heuristic', 'merging')
   ]
-  assert all(t['learned'] in ('mappo', 'mappo+merge') and 0 <= t['p_value'] <= 1 for t in tests)
+  learned = ('mappo', 'mappo+merge', 'mappo+merge (trained)')
+  assert all(t['learned'] in learned and 0 <= t['p_value'] <= 1 for t in tests)
   assert saved['git_commit'] is None or len(saved['git_commit']) == 40
   assert saved['config']['pareto']['levels'] == [0.9, 0.75]
   assert out['points'] == [0]

@@ -277,3 +277,72 @@ def test_budget_mode_deploys_top_k_of_its_logits_at_the_budget(setup):
     policies.make_spec('two_agent', CFG, action_mode='budget')
   with pytest.raises(UserError, match='budget_range'):
     policies.make_spec('mappo', CFG, action_mode='budget', budget_range=(0.9, 0.6))
+
+
+def test_a_policy_trained_with_merging_deploys_the_game_it_was_trained_in(setup):
+  """The drop-merge game (tokens merge in place, mask mode) and the deployed compact drop-merge
+  pruner give the same log-probability of the label for the same greedy decisions."""
+  model, params, inputs = setup
+  spec = policies.make_spec(
+    'mappo', CFG, hidden_size=8, action_mode='budget', merge_dropped=True, accuracy_clip=1e9
+  )
+  actor, _ = policies.make_networks(spec)
+  env = policies.make_env(model, params, spec)
+  state, obs = env.reset(jax.random.PRNGKey(0), dict(inputs, budget=jnp.full((4,), 0.5)))
+  actor_params = actor.init(jax.random.PRNGKey(3), obs.obs)
+  actor_params = jax.tree_util.tree_map(lambda x: x * 300.0, actor_params)
+  for _ in range(env.num_steps):
+    logits = jnp.where(obs.acting > 0, actor.apply(actor_params, obs.obs), -jnp.inf)
+    position = jnp.argsort(jnp.argsort(-logits, axis=-1), axis=-1)
+    ranks = jnp.where(position < obs.choose[:, None], position + 1, 0).astype(jnp.int32)
+    state, obs, reward, _ = env.step(jax.random.PRNGKey(0), state, ranks)
+  deployed = policies.deployed_pruner(
+    spec, CFG, actor, actor_params, quantile=0.9, bucket=4, budget=0.5
+  )
+  assert deployed.name == 'mappo+merge' and deployed.merge_kind == 'drop_merge'
+  out, kept = pruning.forward(model, params, inputs['image'], deployed)
+  assert kept.tolist() == [[9, 5, 5]] * 4
+  log_p = jax.nn.log_softmax(out)[jnp.arange(4), inputs['label']]
+  np.testing.assert_allclose(reward[:, 1] + state.ref_log_prob, log_p, atol=1e-4)
+  # Merging changed the prediction against the dropping game with the same decisions.
+  dropped = policies.make_env(model, params, spec._replace(merge_dropped=False))
+  state_d, obs_d = dropped.reset(jax.random.PRNGKey(0), dict(inputs, budget=jnp.full((4,), 0.5)))
+  for _ in range(dropped.num_steps):
+    logits = jnp.where(obs_d.acting > 0, actor.apply(actor_params, obs_d.obs), -jnp.inf)
+    position = jnp.argsort(jnp.argsort(-logits, axis=-1), axis=-1)
+    ranks = jnp.where(position < obs_d.choose[:, None], position + 1, 0).astype(jnp.int32)
+    state_d, obs_d, reward_d, _ = dropped.step(jax.random.PRNGKey(0), state_d, ranks)
+  assert not np.allclose(reward_d[:, 1], reward[:, 1], atol=1e-4)
+  assert not spec.same_game(spec._replace(merge_dropped=False))
+  assert policies.PolicySpec.from_meta(spec.to_meta()) == spec
+  with pytest.raises(UserError, match='merge_dropped needs action_mode=budget'):
+    policies.make_spec('mappo', CFG, merge_dropped=True)
+
+
+def test_a_strong_similarity_prior_ranks_as_the_similarity_heuristic(setup):
+  model, params, inputs = setup
+  spec = policies.make_spec('mappo', CFG, hidden_size=8, action_mode='budget', similarity_prior=1e4)
+  actor, _ = policies.make_networks(spec)
+  env = policies.make_env(model, params, spec)
+  _, obs = env.reset(jax.random.PRNGKey(0), dict(inputs, budget=jnp.full((4,), 0.5)))
+  actor_params = actor.init(jax.random.PRNGKey(3), obs.obs)
+  plain = policies.make_networks(spec._replace(similarity_prior=0.0))[0]
+  redundancy = obs.obs[..., -6]  # Budget mode: 2 target columns after the redundancy.
+  np.testing.assert_allclose(
+    actor.apply(actor_params, obs.obs),
+    plain.apply(actor_params, obs.obs) - 1e4 * redundancy,
+    rtol=1e-6,
+  )
+  # With the MLP's output at 0, the logit is the prior alone: the policy keeps what similarity does.
+  actor_params = jax.tree_util.tree_map(jnp.zeros_like, actor_params)
+  deployed = policies.deployed_pruner(
+    spec, CFG, actor, actor_params, quantile=1.0, bucket=1, budget=0.5
+  )
+  heuristic = pruning.at_capacities('similarity', CFG, deployed.budget)
+  masks = []
+  for pruner in (deployed, heuristic):
+    selector = pruning.make_selector(pruner, execution='mask')
+    masks.append(model.apply({'params': params}, inputs['image'], token_selector=selector)[1])
+  np.testing.assert_array_equal(masks[0].keep_mask, masks[1].keep_mask)
+  with pytest.raises(UserError, match='no similarity prior'):
+    policies.make_spec('two_agent', CFG, similarity_prior=1.0)

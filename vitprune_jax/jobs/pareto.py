@@ -15,7 +15,8 @@ compact mode:
   not kept merges into the kept tokens) of random, of every heuristic but greedy (one shot, its own
   counts) and of every policy, at the budget whose GFLOPs, the merge priced, come closest to b's
   from below; random+merge counts as random, the heuristics' variants as merging, the policies'
-  as learned.
+  as learned. A policy trained in the drop-merge game (`game.merge_dropped`) runs only so, at that
+  budget, as '<kind>+merge (trained)'.
 At each level the best learned method is tested against the best heuristic and the best merging
 method, paired on the same images (McNemar's exact test; for a learned method with several seeds,
 each seed's run, the largest p-value reported). Writes `pareto.{json,csv,md}` and `pareto.png`;
@@ -150,10 +151,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     named = [('none', None), ('random', pruning.at_capacities('random', vit_cfg, caps))]
     named += [(m, pruning.at_capacities(m, vit_cfg, caps)) for m in methods]
     families = ['none', 'random'] + ['heuristic'] * len(methods)
-    b_merge = None
+    # The budget whose drop-merge GFLOPs (the merge is priced) come closest to b's from below.
+    b_merge, _ = pareto_lib.budget_for_level(merge_ratio, ratio(b))
     if config.pareto.drop_merge:
-      # The budget whose drop-merge GFLOPs (the merge is priced) come closest to b's from below.
-      b_merge, _ = pareto_lib.budget_for_level(merge_ratio, ratio(b))
       merge_caps = policies.budget_capacities(vit_cfg, sched, b_merge)
       for m in ('random',) + tuple(v for v in methods if v != 'greedy'):
         pruner = pruning.with_merging(pruning.at_capacities(m, vit_cfg, merge_caps))
@@ -168,9 +168,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       pruner = policies.deployed_pruner(
         spec, vit_cfg, actor, actor_params, quantile=1.0, bucket=1, budget=b
       )
+      if spec.merge_dropped:  # Trained in the drop-merge game, deployed so.
+        pruner = policies.deployed_pruner(
+          spec, vit_cfg, actor, actor_params, quantile=1.0, bucket=1, budget=b_merge
+        )
+        named.append((f'{kind}+merge (trained)', pruner))
+        families.append('learned')
+        continue
       named.append((kind, pruner))
       families.append('learned')
-      if b_merge is not None:
+      if config.pareto.drop_merge:
         pruner = policies.deployed_pruner(
           spec, vit_cfg, actor, actor_params, quantile=1.0, bucket=1, budget=b_merge
         )
@@ -207,7 +214,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       )
     ]
     budgets = {n: p.budget if p is not None else None for n, p in named}
-    budget_of = {n: (b_merge if n.endswith('+merge') else b) for n, _ in named}
+    budget_of = {n: (b_merge if p is not None and p.merge_dropped else b) for n, p in named}
     groups = collections.defaultdict(list)
     for r in level_records + extra:
       groups[r['pruner']].append(r)

@@ -59,6 +59,8 @@ def policy_spec(
       budget_schedule=g.budget_schedule,
       budget_alpha=g.budget_alpha,
       budget_range=tuple(g.budget_range),
+      merge_dropped=g.merge_dropped,
+      similarity_prior=g.similarity_prior,
     )
   except UserError as e:
     raise UserError(f'--config.{key}: {e}') from e

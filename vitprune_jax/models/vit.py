@@ -543,6 +543,22 @@ class VisionTransformer(nn.Module):
       raise ValueError(f'layer {layer} out of range: the model has {self.config.num_layers}.')
     return self.Transformer.block(layer, x, keep_mask, train=train, statistics=statistics)
 
+  def merging_block(
+    self,
+    layer: int,
+    x: Array,
+    keep_mask: Array,
+    size: Array,
+    *,
+    statistics: tuple[str, ...] = STATISTICS,
+  ) -> tuple[Array, TokenStats, Array]:
+    """Block `layer` with proportional attention to tokens of `size` (B, N) patches (what a
+    token merger runs): the tokens, the TokenStats and the metric (keys averaged over heads)."""
+    x, stats, metric = self.Transformer.attend(
+      layer, x, keep_mask, size, train=False, statistics=statistics
+    )
+    return self.Transformer.feed_forward(layer, x, keep_mask, train=False), stats, metric
+
   def readout(self, x: Array) -> Array:
     """Final LayerNorm and the classification head on CLS: logits (B, classes) fp32."""
     return self.head(self.Transformer.norm(x)[:, 0]).astype(jnp.float32)

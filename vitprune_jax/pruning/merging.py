@@ -137,6 +137,25 @@ def merge_into_kept(
   return total / merged_size[:, None], merged_size
 
 
+def merge_in_place(
+  x: Array, size: Array, dropped: Array, receives: Array, metric: Array
+) -> tuple[Array, Array]:
+  """Drop-merge in mask execution for one image: x (N, D), size (N,), bool masks dropped (N,)
+  (the tokens that merge away) and receives (N,) (the kept patch tokens they may merge into),
+  metric (N, C) -> (x, size) with the same N.
+
+  The tokens stay in place: each receiving token becomes the size-weighted average of itself and
+  the dropped tokens most similar to it (`merge_into_kept` then gathers the same values); the rest
+  are unchanged (the dropped ones are masked by the caller).
+  """
+  metric = metric / jnp.linalg.norm(metric, axis=-1, keepdims=True)
+  dst = jnp.argmax(jnp.where(receives[None, :], metric @ metric.T, -jnp.inf), axis=-1)
+  weight = jnp.where(dropped, size, 0.0)
+  merged_size = size.at[dst].add(weight)
+  total = (x * size[:, None]).at[dst].add(x * weight[:, None])
+  return total / merged_size[:, None], merged_size
+
+
 def evit_keep(num_tokens: int, keep_rate: float) -> int:
   """Patch tokens EViT keeps out of num_tokens - 1: ceil(keep_rate * (N - 1))."""
   return max(1, min(num_tokens - 1, math.ceil(keep_rate * (num_tokens - 1) - 1e-9)))

@@ -33,13 +33,23 @@ class _MLPHead(nn.Module):
 
 
 class Actor(nn.Module):
-  """obs (..., F) -> keep logit (...); the policy is `distrax.Bernoulli(logits=...)` (1 = keep)."""
+  """obs (..., F) -> keep logit (...); the policy is `distrax.Bernoulli(logits=...)` (1 = keep).
+
+  With `prior_weight` w, the logit is the MLP's plus a fixed prior, -w * obs[..., prior_index]
+  (mappo: the token's redundancy, so the untrained policy already ranks as `similarity` does and
+  training learns corrections to it).
+  """
 
   hidden_size: int = 64
+  prior_weight: float = 0.0
+  prior_index: int = -1
 
   @nn.compact
   def __call__(self, obs: jax.Array) -> jax.Array:
-    return _MLPHead(self.hidden_size, 0.01, name='head')(obs)
+    logits = _MLPHead(self.hidden_size, 0.01, name='head')(obs)
+    if self.prior_weight:
+      logits = logits - self.prior_weight * obs[..., self.prior_index].astype(logits.dtype)
+    return logits
 
 
 class Critic(nn.Module):

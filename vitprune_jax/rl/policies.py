@@ -33,7 +33,7 @@ import numpy as np
 from vitprune_jax import checkpoints, parallel
 from vitprune_jax.errors import UserError
 from vitprune_jax.models import vit
-from vitprune_jax.pruning.pruners import Pruner, ScoreFn
+from vitprune_jax.pruning.pruners import Pruner, ScoreFn, with_merging
 from vitprune_jax.rl import learner, networks, pruning_env, two_agent_env
 
 Array = jax.Array
@@ -58,6 +58,11 @@ class PolicySpec(NamedTuple):
   budget_schedule: str = 'geometric'  # mappo budget mode: k_t's schedule (pruning_env)...
   budget_alpha: float = 1.0  # ...its alpha (cls_attention)...
   budget_range: tuple[float, float] = (0.6, 0.9)  # ...and the range training samples b from.
+  # mappo budget mode: pruned tokens merge into the kept ones (drop-merge), in the game and when
+  # deployed (`pruning.with_merging`).
+  merge_dropped: bool = False
+  # mappo: weight of the similarity prior in the actor's logit (`networks.Actor`); 0 = none.
+  similarity_prior: float = 0.0
 
   def to_meta(self) -> dict[str, Any]:
     """The JSON-able meta saved with the policy's checkpoint."""
@@ -100,6 +105,8 @@ class PolicySpec(NamedTuple):
       budget_schedule=str(spec.budget_schedule),
       budget_alpha=float(spec.budget_alpha),
       budget_range=tuple(float(b) for b in spec.budget_range),
+      merge_dropped=bool(spec.merge_dropped),
+      similarity_prior=float(spec.similarity_prior),
     )
 
   def same_game(self, other: 'PolicySpec') -> bool:
@@ -235,6 +242,7 @@ def _mappo_env(model: vit.VisionTransformer, params: Any, spec: PolicySpec) -> l
     action_mode=spec.action_mode,
     budget_schedule=spec.budget_schedule,
     budget_alpha=spec.budget_alpha,
+    merge_dropped=spec.merge_dropped,
   )
 
 
@@ -268,7 +276,14 @@ POLICIES: dict[str, PolicyKind] = {
     score_fn=mappo_score_fn,
     fixed_capacities=lambda vit_cfg, spec: None,
     resolve_points=_mappo_points,
-    game_fields=('points', 'action_mode', 'budget_schedule', 'budget_alpha'),
+    game_fields=(
+      'points',
+      'action_mode',
+      'budget_schedule',
+      'budget_alpha',
+      'merge_dropped',
+      'similarity_prior',
+    ),
   ),
   'two_agent': PolicyKind(
     make_env=_two_agent_env,
@@ -345,6 +360,12 @@ def make_spec(
       )
     except (TypeError, ValueError) as e:
       raise UserError(f'Policy {kind!r}: {e}.') from e
+  if spec.similarity_prior and kind != 'mappo':
+    raise UserError(f'Policy {kind!r} has no similarity prior; it is for mappo.')
+  if spec.merge_dropped and spec.action_mode != 'budget':
+    raise UserError(
+      f'Policy {kind!r}: merge_dropped needs action_mode=budget (merging fills the capacities).'
+    )
   return spec
 
 
@@ -354,7 +375,11 @@ def make_env(model: vit.VisionTransformer, params: Any, spec: PolicySpec) -> lea
 
 
 def make_networks(spec: PolicySpec) -> tuple[networks.Actor, networks.Critic]:
-  return networks.Actor(spec.hidden_size), networks.Critic(spec.hidden_size)
+  """The actor (with the similarity prior on the redundancy feature, `pruning_env.observe`) and
+  the critic."""
+  redundancy = pruning_env.REDUNDANCY_FEATURE - (2 if spec.action_mode == 'budget' else 0)
+  actor = networks.Actor(spec.hidden_size, spec.similarity_prior, redundancy)
+  return actor, networks.Critic(spec.hidden_size)
 
 
 def sample_inputs(vit_cfg: vit.ViTConfig, num_envs: int = 1) -> dict[str, Array]:
@@ -519,13 +544,16 @@ def policy_pruner(
     The Pruner.
   """
   score = policy_kind(spec.kind).score_fn(vit_cfg, actor, actor_params, spec, budget)
-  return Pruner(
+  pruner = Pruner(
     spec.kind,
     score,
     tuple(int(c) for c in capacities),
     threshold=threshold,
     statistics=pruning_env.OBSERVED_STATISTICS,
   )
+  if spec.merge_dropped and threshold is None:  # Deployed as trained: named '<kind>+merge'.
+    return with_merging(pruner)
+  return pruner
 
 
 def _fixed_capacities(spec: PolicySpec, vit_cfg: vit.ViTConfig, budget: Optional[float]):

@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 
 from vitprune_jax.models import vit
-from vitprune_jax.pruning import pruners
+from vitprune_jax.pruning import merging, pruners
 from vitprune_jax.rl.learner import EnvFns, EnvObs
 
 Array = jax.Array
@@ -65,12 +65,16 @@ class PruningState(NamedTuple):
   counts: Array  # (T,) int32 patches kept at each point (budget mode; free mode: all of them).
   saved: Array  # (N,) share of the blocks each token no longer runs (s_t of its pruning point).
   efficiency_weight: Array  # w_e of this image (free mode; a constrained run's multiplier).
+  size: Array  # (N,) patches each token stands for (drop-merge; all ones otherwise).
+  metric: Array  # (N, head_dim) keys of the last block run, averaged over heads (drop-merge).
 
 
 ACTION_MODES = ('free', 'budget')
 # What the agents observe of a block (`observe`), so what a learned policy's forward computes.
 OBSERVED_STATISTICS = ('cls_attention', 'mean_attention')
 BUDGET_SCHEDULES = ('geometric', 'cls_attention')
+# Index of the redundancy column in a free-mode token's features (budget mode appends 2 after it).
+REDUNDANCY_FEATURE = -4
 
 
 def budget_counts(
@@ -144,21 +148,40 @@ def readout_one(model: vit.VisionTransformer, params: Any, x: Array) -> Array:
 
 
 def run_blocks(
-  model: vit.VisionTransformer, params: Any, x: Array, keep: Array, layers: Sequence[int]
-) -> tuple[Array, Any]:
-  """Blocks `layers` on one image's tokens (N, D) under keep mask (N,) (a batch of 1 inside).
+  model: vit.VisionTransformer,
+  params: Any,
+  x: Array,
+  keep: Array,
+  layers: Sequence[int],
+  size: Optional[Array] = None,
+) -> tuple[Array, Any, Optional[Array]]:
+  """Blocks `layers` on one image's tokens (N, D) under keep mask (N,) (a batch of 1 inside);
+  with `size` (N,), proportional attention to merged tokens (`vit.merging_block`).
 
-  Returns the tokens and the last block's `TokenStats` (batch axis kept; None if `layers` is empty).
+  Returns the tokens, the last block's `TokenStats` (batch axis kept; None if `layers` is empty)
+  and, with `size`, its metric (N, head_dim) (else None).
   """
-  stats = None
+  stats = metric = None
   for i, layer in enumerate(layers):
     # Only the last block's statistics are read: the blocks before it run fused attention.
     wanted = OBSERVED_STATISTICS if i == len(layers) - 1 else ()
-    x, stats = model.apply(
-      {'params': params}, layer, x[None], keep[None], statistics=wanted, method='block'
-    )
+    if size is None:
+      x, stats = model.apply(
+        {'params': params}, layer, x[None], keep[None], statistics=wanted, method='block'
+      )
+    else:
+      x, stats, metric = model.apply(
+        {'params': params},
+        layer,
+        x[None],
+        keep[None],
+        size[None],
+        statistics=wanted,
+        method='merging_block',
+      )
+      metric = metric[0]
     x = x[0]
-  return x, stats
+  return x, stats, metric
 
 
 def observe(
@@ -199,7 +222,7 @@ def observe(
   redundancy = -pruners.similarity_score(0, x[None], keep[None], None, None)[0]
   frac = jnp.sum(keep[1:]) / (n - 1)
   t_frac = t.astype(jnp.float32) / num_points
-  columns = [
+  columns = [  # Redundancy at REDUNDANCY_FEATURE.
     cls_attention * n,
     mean_attention * n,
     redundancy,
@@ -256,6 +279,7 @@ def make_env(
   action_mode: str = 'free',
   budget_schedule: str = 'geometric',
   budget_alpha: float = 1.0,
+  merge_dropped: bool = False,
 ) -> EnvFns:
   """The game over batches of {'image': (E, H, W, C), 'label': (E,)} for the frozen ViT.
 
@@ -273,6 +297,9 @@ def make_env(
     action_mode: 'free' or 'budget' (`ACTION_MODES`).
     budget_schedule: budget mode: 'geometric' or 'cls_attention' (`BUDGET_SCHEDULES`).
     budget_alpha: the cls_attention schedule's alpha.
+    merge_dropped: the tokens pruned at a point merge into their most similar kept patch
+      (`merging.merge_in_place`, as `pruning.with_merging` deploys it) instead of being dropped;
+      sizes are carried and later blocks run proportional attention.
 
   Returns:
     The EnvFns (T = len(points) steps), with metrics 'kept_fraction', 'kept_compute' and
@@ -307,8 +334,11 @@ def make_env(
     else:
       counts = jnp.full((num_points,), vit_cfg.num_patches, jnp.int32)
     x0 = embed_one(model, params, image)
-    x, stats = run_blocks(model, params, x0, keep, range(points[0] + 1))
-    full, _ = run_blocks(model, params, x, keep, range(points[0] + 1, vit_cfg.num_layers))
+    size = jnp.ones((vit_cfg.num_tokens,), jnp.float32)
+    x, stats, metric = run_blocks(
+      model, params, x0, keep, range(points[0] + 1), size if merge_dropped else None
+    )
+    full, _, _ = run_blocks(model, params, x, keep, range(points[0] + 1, vit_cfg.num_layers))
     ref = jax.nn.log_softmax(readout_one(model, params, full))[label]
     state = PruningState(
       x=x,
@@ -322,6 +352,10 @@ def make_env(
       counts=counts,
       saved=jnp.zeros((vit_cfg.num_tokens,), jnp.float32),
       efficiency_weight=jnp.asarray(weight, jnp.float32),
+      size=size,
+      metric=jnp.zeros((vit_cfg.num_tokens, vit_cfg.hidden_size // vit_cfg.num_heads))
+      if metric is None
+      else metric,
     )
     return state, _observe_state(vit_cfg, state, num_points, budget_mode)
 
@@ -332,7 +366,11 @@ def make_env(
     deciding = state.keep.at[0].set(0.0)
     keep = state.keep * jnp.where(deciding > 0, (action > 0).astype(jnp.float32), 1.0)
     pruned_now = deciding * (1.0 - keep)
-    x, stats = run_blocks(model, params, state.x, keep, segments[t])
+    x, size = state.x, None
+    if merge_dropped:
+      receives = (keep > 0).at[0].set(False)
+      x, size = merging.merge_in_place(x, state.size, pruned_now > 0, receives, state.metric)
+    x, stats, metric = run_blocks(model, params, x, keep, segments[t], size)
     last = t == num_points - 1
     if last:
       logits = readout_one(model, params, x)
@@ -354,6 +392,8 @@ def make_env(
       mean_attention=mean_att,
       correct=correct,
       saved=state.saved + saved,
+      size=state.size if size is None else size,
+      metric=state.metric if metric is None else metric,
     )
     done = jnp.full((vit_cfg.num_tokens,), float(last))
     info_obs = _observe_state(

@@ -111,7 +111,7 @@ def make_env(
   n = vit_cfg.num_tokens
 
   def run(x, keep, layers):
-    return pruning_env.run_blocks(model, params, x, keep, layers)
+    return pruning_env.run_blocks(model, params, x, keep, layers)[:2]
 
   def observe(x, keep, stats):
     stats = vit.TokenStats(stats.cls_attention[0], stats.mean_attention[0])
