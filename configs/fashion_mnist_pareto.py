@@ -3,11 +3,13 @@
   python -m vitprune_jax.main --config configs/fashion_mnist_pareto.py \
       --workdir runs/fashion_pareto
 
-Needs runs/fashion (configs/fashion_mnist_vit.py) and the three budget-mode policies of
-results/budget_mappo (configs/fashion_mnist_policy.py:budget, seeds 0-2, in
-runs/fashion_budget_s{0,1,2}). Their game fixes the capacities: every block but the last is a
-pruning point, geometric schedule. Test split, compact mode, no fine-tuning. With the drop-merge
-variant of random, of every scoring heuristic and of the policies (`pareto.drop_merge`).
+Needs runs/fashion (configs/fashion_mnist_vit.py) and three seeds (0-2, `--config.seed`) of each
+of three budget-mode policies (configs/fashion_mnist_policy.py): `budget` (results/budget_mappo) in
+runs/fashion_budget_s{0,1,2}, `budget_merge` in runs/fashion_budget_merge_s{0,1,2} and
+`budget_merge_prior` in runs/fashion_budget_merge_prior_s{0,1,2}. Their game fixes the
+capacities: every block but the last is a pruning point, geometric schedule. Test split, compact
+mode, no fine-tuning. With the drop-merge variant of random, of every scoring heuristic and of the
+policies (`pareto.drop_merge`).
 """
 
 from configs import fashion_mnist_vit
@@ -17,6 +19,10 @@ def get_config():
   config = fashion_mnist_vit.get_config()
   config.mode = 'pareto'
   config.init.vit_dir = 'runs/fashion'
-  config.init.policy_dirs = tuple(f'runs/fashion_budget_s{s}' for s in range(3))
+  config.init.policy_dirs = tuple(
+    f'runs/fashion_{name}_s{s}'
+    for name in ('budget', 'budget_merge', 'budget_merge_prior')
+    for s in range(3)
+  )
   config.pareto.drop_merge = True
   return config

@@ -16,7 +16,7 @@ compact mode:
   counts) and of every policy, at the budget whose GFLOPs, the merge priced, come closest to b's
   from below; random+merge counts as random, the heuristics' variants as merging, the policies'
   as learned. A policy trained in the drop-merge game (`game.merge_dropped`) runs only so, at that
-  budget, as '<kind>+merge (trained)'.
+  budget, as '<kind>+merge (trained)' (`policy_label`).
 At each level the best learned method is tested against the best heuristic and the best merging
 method, paired on the same images (McNemar's exact test; for a learned method with several seeds,
 each seed's run, the largest p-value reported). Writes `pareto.{json,csv,md}` and `pareto.png`;
@@ -67,6 +67,15 @@ def check_methods(methods: tuple[str, ...]) -> None:
       )
 
 
+def policy_label(spec: policies.PolicySpec) -> str:
+  """A policy's method name: its kind, '+merge (trained)' if trained in the drop-merge game, and
+  ', similarity prior' in brackets if its actor has one. Runs of one label are its seeds."""
+  prior = 'similarity prior' if spec.similarity_prior else ''
+  if spec.merge_dropped:
+    return f'{spec.kind}+merge (trained{", " + prior if prior else ""})'
+  return f'{spec.kind} ({prior})' if prior else spec.kind
+
+
 def load_policies(config, model, params, mesh, sched: policies.PolicySpec) -> list:
   """(label, actor, actor params, spec) of every policy dir; each must be a budget-mode policy of
   the same schedule as `sched`."""
@@ -86,7 +95,7 @@ def load_policies(config, model, params, mesh, sched: policies.PolicySpec) -> li
         f"{sched.budget_schedule} schedule): set those to the policy's, or compare it with "
         'mode=evaluate.'
       )
-    found.append((spec.kind, actor, actor_params, spec))
+    found.append((policy_label(spec), actor, actor_params, spec))
   return found
 
 
@@ -164,7 +173,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       pruner, options[m] = merger_at(m, vit_cfg, ratio(b), full)
       named.append((m, pruner))
       families.append('merging')
-    for kind, actor, actor_params, spec in learned:
+    for label, actor, actor_params, spec in learned:
       pruner = policies.deployed_pruner(
         spec, vit_cfg, actor, actor_params, quantile=1.0, bucket=1, budget=b
       )
@@ -172,16 +181,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         pruner = policies.deployed_pruner(
           spec, vit_cfg, actor, actor_params, quantile=1.0, bucket=1, budget=b_merge
         )
-        named.append((f'{kind}+merge (trained)', pruner))
+        named.append((label, pruner))
         families.append('learned')
         continue
-      named.append((kind, pruner))
+      named.append((label, pruner))
       families.append('learned')
       if config.pareto.drop_merge:
         pruner = policies.deployed_pruner(
           spec, vit_cfg, actor, actor_params, quantile=1.0, bucket=1, budget=b_merge
         )
-        named.append((f'{kind}+merge', pruning.with_merging(pruner)))
+        named.append((f'{label}+merge', pruning.with_merging(pruner)))
         families.append('learned')
     # One run times every method of the level in rotated order, the unpruned model included.
     level_records = common.compare_on_split(
