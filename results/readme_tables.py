@@ -63,7 +63,9 @@ def fashion_mnist_pareto() -> str:
     lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
   ratios = [at[(methods[0], v)]['gflops_ratio'] for v in levels]
   lines.append(
-    '| GFLOPs of the level (merging methods: at most this) | ' + ' | '.join(f'{x:.3f}' for x in ratios) + ' |'
+    '| GFLOPs of the level (merging methods: at most this) | '
+    + ' | '.join(f'{x:.3f}' for x in ratios)
+    + ' |'
   )
   for family in ('heuristic', 'merging'):
     tests = {t['level']: t for t in run['paired_tests'] if t.get('against', 'heuristic') == family}

@@ -2,16 +2,19 @@
 
 import json
 import os
+import re
 
 import jax
 import numpy as np
 import pytest
 
+from configs import default as default_config
 from tests.helpers import tiny_config
-from vitprune_jax import checkpoints, models, parallel
+from vitprune_jax import checkpoints, models, parallel, pruning
 from vitprune_jax.errors import UserError
 from vitprune_jax.evaluation import evaluate
 from vitprune_jax.jobs import common, train
+from vitprune_jax.models import vit
 
 # In-process jobs on one device: 8 simulated devices cost 2.5x the CPU for these tiny models.
 pytestmark = pytest.mark.usefixtures('one_device_jobs')
@@ -88,3 +91,14 @@ def test_batch_larger_than_dataset_is_a_clear_error(base_config, tmp_path):
   config.train.batch_size = 4096
   with pytest.raises(UserError, match='exceeds'):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_token_distillation_refuses_merging_pruners_in_one_line():
+  config = default_config.get_config()
+  config.distill.teacher_dir = '/nonexistent/teacher'
+  config.distill.token_weight = 0.5
+  cfg = vit.ViTConfig(10, 16, 4, 32, 2, 4, 64, num_channels=1)
+  similarity = pruning.at_capacities('similarity', cfg, (9, 5))
+  for pruner in (pruning.make_pruner('tome', cfg, r=2), pruning.with_merging(similarity)):
+    with pytest.raises(UserError, match=f'which {re.escape(pruner.name)} merges away'):
+      train.distillation(config, None, pruner, 'compact')

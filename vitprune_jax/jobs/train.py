@@ -86,7 +86,7 @@ def distillation(
   if not d.teacher_dir:
     return None, None, execution
   if d.token_weight > 0.0 and pruner is not None:
-    if pruner.merger is not None:
+    if pruner.merge_kind is not None:  # ToMe, EViT, drop-merge.
       raise UserError(
         f'--config.distill.token_weight={d.token_weight}: token distillation compares tokens at '
         f'the same positions, which {pruner.name} merges away; set it to 0 (logits only).'
