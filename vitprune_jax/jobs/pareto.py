@@ -160,8 +160,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     named = [('none', None), ('random', pruning.at_capacities('random', vit_cfg, caps))]
     named += [(m, pruning.at_capacities(m, vit_cfg, caps)) for m in methods]
     families = ['none', 'random'] + ['heuristic'] * len(methods)
-    # The budget whose drop-merge GFLOPs (the merge is priced) come closest to b's from below.
-    b_merge, _ = pareto_lib.budget_for_level(merge_ratio, ratio(b))
+    b_merge = None
+    if config.pareto.drop_merge or any(spec.merge_dropped for *_, spec in learned):
+      # The budget whose drop-merge GFLOPs (the merge is priced) come closest to b's from below.
+      try:
+        b_merge, _ = pareto_lib.budget_for_level(merge_ratio, ratio(b))
+      except ValueError as e:
+        raise UserError(f'--config.pareto.levels: drop-merge at {level:g}: {e}.') from e
     if config.pareto.drop_merge:
       merge_caps = policies.budget_capacities(vit_cfg, sched, b_merge)
       for m in ('random',) + tuple(v for v in methods if v != 'greedy'):
