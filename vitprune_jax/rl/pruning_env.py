@@ -26,6 +26,10 @@ c = `accuracy_clip`. The shared term makes the agents collaborate on the predict
 term makes each of them want to leave. Metric 'kept_compute' = 1 - mean_i s_i over the patches
 (s_i of the point a patch was pruned at, 0 if kept): the share of the patch-block passes that ran.
 
+Drop-merge game (`merge_dropped`, budget mode): the tokens pruned at a point are not lost but merge
+into their most similar kept patch (`merging.merge_in_place`: size-weighted, sizes carried in the
+state, proportional attention in later blocks), exactly as `pruning.with_merging` deploys it.
+
 Constrained free mode (RCPO, Tessler et al., ICLR 2019): inputs['efficiency_weight'] (E,) overrides
 w_e per image, so a training loop can make w_e a Lagrange multiplier on E[kept_compute] and move it
 between updates (`rl.learner.lagrange_step`) until a compute target is met, without a w_e grid.
