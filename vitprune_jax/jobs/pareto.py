@@ -179,19 +179,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       named.append((m, pruner))
       families.append('merging')
     for label, actor, actor_params, spec in learned:
+      # Trained in the drop-merge game: deployed so (already merging), at the drop-merge budget.
       pruner = policies.deployed_pruner(
-        spec, vit_cfg, actor, actor_params, quantile=1.0, bucket=1, budget=b
+        spec,
+        vit_cfg,
+        actor,
+        actor_params,
+        quantile=1.0,
+        bucket=1,
+        budget=b_merge if spec.merge_dropped else b,
       )
-      if spec.merge_dropped:  # Trained in the drop-merge game, deployed so.
-        pruner = policies.deployed_pruner(
-          spec, vit_cfg, actor, actor_params, quantile=1.0, bucket=1, budget=b_merge
-        )
-        named.append((label, pruner))
-        families.append('learned')
-        continue
       named.append((label, pruner))
       families.append('learned')
-      if config.pareto.drop_merge:
+      if config.pareto.drop_merge and not spec.merge_dropped:
         pruner = policies.deployed_pruner(
           spec, vit_cfg, actor, actor_params, quantile=1.0, bucket=1, budget=b_merge
         )
