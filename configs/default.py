@@ -235,7 +235,9 @@ def get_config() -> ml_collections.ConfigDict:
   # policy's capacities (RL4EViT's second phase, done for every method alike), each scored on its
   # own copy; 'none' is the unpruned reference, 'policy' the first of init.policy_dirs.
   config.finetune = ml_collections.ConfigDict()
-  # Each gets its own copy: none, 'policy', or heuristics by name.
+  # Each gets its own copy: none, 'policy' (every policy of init.policy_dirs), heuristics by name,
+  # tome, evit, or a heuristic's drop-merge variant '<name>+merge' (merging methods at the most
+  # GFLOPs not above the policy's capacities').
   config.finetune.methods = ('none', 'random', 'similarity', 'cls_attention', 'policy')
   # The policy's copy trains on: policy (RL4EViT: its own decisions, mask mode) | deployed (what
   # inference runs: validation capacities filled by the policy's scores, compact mode).

@@ -7,7 +7,7 @@ import pytest
 
 from vitprune_jax import jobs, models, pruning
 from vitprune_jax.errors import UserError
-from vitprune_jax.jobs import pareto, train_policy
+from vitprune_jax.jobs import finetune, pareto, train_policy
 from vitprune_jax.models import vit
 
 pytestmark = pytest.mark.usefixtures('one_device_jobs')
@@ -97,6 +97,70 @@ def test_pareto_runs_every_method_at_the_same_capacities(tiny_trained_run, tmp_p
   c.init.policy_dirs = (free_dir,)
   with pytest.raises(UserError, match='free-mode mappo policy'):
     pareto.run(c, str(tmp_path / 'bad'))
+
+
+@pytest.mark.slow
+def test_finetune_gives_merging_methods_and_every_policy_their_own_copy(tiny_trained_run, tmp_path):
+  config, vit_dir = tiny_trained_run
+  policy_dir = _policy(config, vit_dir, str(tmp_path / 'policy'), 'budget')
+  merge_dir = _policy(config, vit_dir, str(tmp_path / 'merge'), 'budget', merge_dropped=True)
+  ft = config.copy_and_resolve_references()
+  ft.mode = 'finetune'
+  ft.init.vit_dir = vit_dir
+  ft.init.policy_dirs = (policy_dir, merge_dir)
+  ft.deploy.budgets = (0.6,)
+  ft.finetune.methods = ('similarity', 'tome', 'similarity+merge', 'policy')
+  ft.deploy.random_seeds = 1
+  ft.train.num_epochs = 1
+  ft.train.prune_from_epoch = 0
+  ft.eval.throughput_repeats = 0
+  out = finetune.run(ft, str(tmp_path / 'ft'))
+  records = out['records']
+  names = [r['pruner'] for r in records]
+  assert names == ['similarity', 'tome', 'similarity+merge', 'mappo@b=0.6'] + [
+    f'mappo+merge (trained)@b={out["drop_merge_budget"]:g}'
+  ]
+  assert [r['method'] for r in records] == [
+    'similarity',
+    'tome',
+    'similarity+merge',
+    'policy',
+    'policy_1',
+  ]
+  assert [r['family'] for r in records] == ['heuristic', 'merging', 'merging', 'learned', 'learned']
+  model, _, _ = models.load_vit(vit_dir)
+  cfg: vit.ViTConfig = model.config
+  full = pruning.gflops(cfg, [cfg.num_tokens] * cfg.num_layers)
+  level = out['capacities_gflops_ratio']
+  assert level == pytest.approx(pruning.gflops(cfg, out['capacities']) / full)
+  assert out['drop_merge_budget'] < 0.6
+  for r in records:
+    merge = {'tome': 'tome'}.get(r['method'], 'drop_merge' if '+merge' in r['pruner'] else None)
+    ran = pruning.gflops(cfg, r['tokens_per_layer'], merge) / full
+    assert r['gflops_ratio'] == pytest.approx(ran) and r['gflops_ratio'] <= level + 1e-9
+    assert r['finetuned'] and r['trained_on'] == 'compact'
+    # Each trained its own copy with its own pruning (merging in the loop).
+    run = json.loads((tmp_path / 'ft' / r['method'] / 'train_results.json').read_text())
+    assert run['tokens_per_layer_pruned'] == pytest.approx(r['tokens_per_layer'])
+  assert records[0]['tokens_per_layer'] == pytest.approx(out['capacities'])
+  assert records[0]['gflops_ratio'] == pytest.approx(level)
+  tests = out['paired_tests']
+  assert [t['against'] for t in tests] == ['heuristic', 'merging']
+  assert tests[0]['baseline'] == 'similarity'
+  assert tests[1]['baseline'] in ('tome', 'similarity+merge')
+  saved = json.loads((tmp_path / 'ft' / 'finetune_comparison.json').read_text())
+  assert 'correct' not in saved['records'][0] and saved['paired_tests'] == tests
+
+  # Drop-merge needs a budget schedule: with a free-mode policy first, one clear line.
+  ft.init.policy_dirs = (_policy(config, vit_dir, str(tmp_path / 'free'), 'free'),)
+  ft.finetune.methods = ('similarity+merge',)
+  with pytest.raises(UserError, match='drop-merge methods need a budget-mode first policy'):
+    finetune.run(ft, str(tmp_path / 'bad'))
+  ft.init.policy_dirs = (ft.init.policy_dirs[0], policy_dir)
+  ft.finetune.methods = ('policy',)
+  with pytest.raises(UserError, match='fine-tune it with budget-mode policies of one schedule'):
+    finetune.run(ft, str(tmp_path / 'bad'))
+  assert not (tmp_path / 'bad' / 'policy').exists()
 
 
 def test_bad_methods_and_levels(tiny_trained_run, tmp_path):

@@ -60,6 +60,31 @@ def best_of(records: Sequence[dict[str, Any]], family: str) -> Optional[dict[str
   return max(members, key=lambda r: r['accuracy']) if members else None
 
 
+def paired_tests(records: Sequence[dict[str, Any]], level: float) -> list[dict[str, Any]]:
+  """The best learned record against the best heuristic and the best merging one, on the same
+  images: McNemar on each seed of the learned one (`seed_correct`, per-example hits) against the
+  other's first seed (`correct`), reported at the least significant seed (`p_values`: all)."""
+  best_learned, tests = best_of(records, 'learned'), []
+  for family in ('heuristic', 'merging'):
+    best_other = best_of(records, family)
+    if not (best_learned and best_other):
+      continue
+    runs = [mcnemar(c, best_other['correct']) for c in best_learned['seed_correct']]
+    worst = max(runs, key=lambda t: t['p_value'])
+    tests.append(
+      dict(
+        worst,
+        level=level,
+        learned=best_learned['method'],
+        against=family,
+        baseline=best_other['method'],
+        difference=best_learned['accuracy'] - best_other['accuracy'],
+        p_values=[t['p_value'] for t in runs],
+      )
+    )
+  return tests
+
+
 def markdown(records: Sequence[dict[str, Any]], tests: Sequence[dict[str, Any]], title: str) -> str:
   """One table per level (methods by accuracy), and the paired test of each level under it."""
   lines = [f'### {title}', '']

@@ -8,11 +8,20 @@ on its own copy:
 - 'none': unpruned, the reference (the ViT fine-tuned for the same epochs);
 - a heuristic (`random`, `similarity`, `cls_attention`, ...): at the policy's capacities, compact
   mode, in training and in evaluation (random over `deploy.random_seeds` seeds in evaluation);
-- 'policy': `finetune.train_on` picks what the ViT sees while it trains: 'policy' (RL4EViT: the
-  policy's own per-image decisions, mask mode) or 'deployed' (exactly what inference runs, compact
-  mode, capacities filled by the policy's scores). It is scored deployed at the shared capacities
-  and, where they differ, on its own decisions inside them (free mode) or filled (two_agent: its
-  own votes).
+- a merging method, with merging in the loop in training and in evaluation, at the most GFLOPs not
+  above the capacities' (the merge priced): `tome` (over its r), `evit` (over its keep rate), or a
+  heuristic's drop-merge variant '<name>+merge' (`pruning.with_merging`, at the budget of a
+  budget-mode policy's schedule that comes closest from below);
+- 'policy': every policy of `init.policy_dirs` (`<workdir>/policy`, `policy_1`, ...; later ones
+  budget-mode, on the first one's schedule). `finetune.train_on` picks what the first one's ViT sees
+  while it trains: 'policy' (RL4EViT: the policy's own per-image decisions, mask mode) or
+  'deployed' (exactly what inference runs, compact mode, capacities filled by the policy's scores).
+  It is scored deployed at the shared capacities and, where they differ, on its own decisions
+  inside them (free mode) or filled (two_agent: its own votes). A budget-mode policy trains and is
+  scored as deployed; one trained in the drop-merge game (`game.merge_dropped`) merging, at the
+  drop-merge budget.
+The best fine-tuned policy is tested against the best fine-tuned heuristic and the best merging
+method on the same test images (McNemar, `evaluation.pareto.paired_tests`).
 Everything else is `mode=train` (optimizer, checkpoints, resume). Writes
 `finetune_comparison.{json,csv,md}` with every record marked `finetuned`, beside the original
 ViT's unpruned accuracy.
@@ -20,7 +29,7 @@ ViT's unpruned accuracy.
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import ml_collections
@@ -28,12 +37,22 @@ import ml_collections
 from vitprune_jax import parallel, pruning
 from vitprune_jax.errors import UserError
 from vitprune_jax.evaluation import compare, evaluate
+from vitprune_jax.evaluation import pareto as pareto_lib
 from vitprune_jax.jobs import common, train, train_policy
+from vitprune_jax.jobs import pareto as pareto_job
 from vitprune_jax.rl import policies
+
+MERGE = '+merge'
+
+
+def known_methods() -> tuple[str, ...]:
+  heuristics = tuple(n for n in pruning.PRUNERS if n != 'none' and n not in pruning.MERGERS)
+  drop_merge = tuple(f'{n}{MERGE}' for n in heuristics if n != 'greedy')
+  return ('none', 'policy') + heuristics + pruning.MERGERS + drop_merge
 
 
 def check_methods(methods: tuple[str, ...]) -> None:
-  known = ('none', 'policy') + tuple(n for n in pruning.PRUNERS if n != 'none')
+  known = known_methods()
   if not methods:
     raise UserError(f'--config.finetune.methods is empty; choose from: {", ".join(known)}.')
   for m in methods:
@@ -41,6 +60,15 @@ def check_methods(methods: tuple[str, ...]) -> None:
       raise UserError(
         f'--config.finetune.methods: unknown method {m!r}; choose from: {", ".join(known)}.'
       )
+
+
+def family(method: str) -> str:
+  """A method's family, as in the Pareto job: none, random, heuristic, merging or learned."""
+  if method == 'none' or method.startswith('random'):
+    return 'none' if method == 'none' else 'random'
+  if method.startswith('policy'):
+    return 'learned'
+  return 'merging' if method in pruning.MERGERS or method.endswith(MERGE) else 'heuristic'
 
 
 def _tuned_params(config, workdir, state, metrics, mesh):
@@ -53,8 +81,11 @@ def _tuned_params(config, workdir, state, metrics, mesh):
 
 
 def _scored(config, model, params, pruner, name, split, mesh) -> list[dict[str, Any]]:
-  """Records of one method on its own tuned copy (a random pruner over its seeds)."""
-  seeds = config.deploy.random_seeds if pruner is not None and pruner.name == 'random' else 1
+  """Records of one method on its own tuned copy (a random pruner over its seeds), with the
+  per-example hits of every seed (`seed_correct`; `correct`: the first seed's)."""
+  seeds = (
+    config.deploy.random_seeds if pruner is not None and pruner.name.startswith('random') else 1
+  )
   rows = [
     common.compare_on_split(
       config,
@@ -66,10 +97,32 @@ def _scored(config, model, params, pruner, name, split, mesh) -> list[dict[str, 
       throughput_repeats=config.eval.throughput_repeats if i == 0 else 0,
       warm=False,
       seed=config.seed + i,
+      with_correct=True,
     )[0]
     for i in range(seeds)
   ]
-  return [compare.mean_over_seeds(rows, name) if seeds > 1 else rows[0]]
+  merged = compare.mean_over_seeds(rows, name) if seeds > 1 else dict(rows[0], seeds=1)
+  merged.update(correct=rows[0]['correct'], seed_correct=[r['correct'] for r in rows])
+  return [merged]
+
+
+def _loaded_policies(config, model, params, mesh, budget, capacities):
+  """(label, actor, actor_params, spec) of every policy after the first; each must be a budget-mode
+  policy whose capacities at `budget` are the first one's."""
+  found = []
+  for d in config.init.policy_dirs[1:]:
+    actor, actor_params, spec = policies.load_policy(d, model, params, mesh)
+    caps = None
+    if spec.action_mode == 'budget' and budget is not None:
+      caps = tuple(policies.budget_capacities(model.config, spec, budget))
+    if caps != tuple(capacities):
+      raise UserError(
+        f'--config.init.policy_dirs: {d} is a {spec.action_mode}-mode policy with capacities '
+        f"{caps} at b={budget}, not the first policy's {tuple(capacities)}; fine-tune it with "
+        'budget-mode policies of one schedule.'
+      )
+    found.append((pareto_job.policy_label(spec), actor, actor_params, spec))
+  return found
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -78,6 +131,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       'finetune needs --config.init.vit_dir (the ViT run) and --config.init.policy_dirs '
       '(the train_policy run).'
     )
+  made_by = common.provenance(config)  # Before anything can change the tree.
   methods = tuple(config.finetune.methods)
   check_methods(methods)
   mesh = parallel.make_mesh()
@@ -88,73 +142,100 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   deployed = train_policy.deployed_pruner(config, model, params, actor, actor_params, spec, mesh)
   budget = config.deploy.budgets[0] if spec.action_mode == 'budget' else None
   capacities = deployed.budget
+  others = _loaded_policies(config, model, params, mesh, budget, capacities)
+  full = pruning.gflops(vit_cfg, [vit_cfg.num_tokens] * vit_cfg.num_layers)
+  level = pruning.gflops(vit_cfg, capacities) / full
+  b_merge: Optional[float] = None
+  if any(m.endswith(MERGE) for m in methods) or (
+    'policy' in methods and any(s.merge_dropped for s in [spec] + [o[-1] for o in others])
+  ):
+    if budget is None:
+      raise UserError(
+        'finetune: drop-merge methods need a budget-mode first policy (its schedule gives the '
+        'drop-merge capacities); put one first in --config.init.policy_dirs.'
+      )
+
+    def merge_ratio(b: float) -> float:
+      caps = policies.budget_capacities(vit_cfg, spec, b)
+      return pruning.gflops(vit_cfg, caps, 'drop_merge') / full
+
+    try:
+      b_merge, _ = pareto_lib.budget_for_level(merge_ratio, level)
+    except ValueError as e:
+      raise UserError(f'finetune: drop-merge at {level:.3f}x GFLOPs: {e}.') from e
   split = config.eval.split
   common.warm_up(common.split_batches(config, split))
   original = evaluate.evaluate_params(
     model, params, common.split_batches(config, split)(), mesh=mesh, rng=jax.random.PRNGKey(0)
   )
+  # (workdir name, training pruner, its execution, [(record name, evaluation pruner)], options)
+  plans = []
+  for method in methods:
+    if method == 'none':
+      plans.append((method, None, 'compact', [('none', None)], {}))
+    elif method == 'policy':
+      plans += _policy_plans(
+        config, vit_cfg, spec, actor, actor_params, deployed, others, budget, b_merge
+      )
+    elif method in pruning.MERGERS:
+      pruner, options = pareto_job.merger_at(method, vit_cfg, level, full)
+      plans.append((method, pruner, 'compact', [(method, pruner)], options))
+    elif method.endswith(MERGE):
+      caps = policies.budget_capacities(vit_cfg, spec, b_merge)
+      pruner = pruning.with_merging(pruning.at_capacities(method[: -len(MERGE)], vit_cfg, caps))
+      plans.append((method, pruner, 'compact', [(method, pruner)], {'budget': b_merge}))
+    else:
+      pruner = pruning.at_capacities(method, vit_cfg, capacities)
+      plans.append((method, pruner, 'compact', [(method, pruner)], {}))
   records, trained = [], {}
   config = config.copy_and_resolve_references()
   config.train.pruner = 'none'  # Each method brings its own pruning.
-  for method in methods:
+  for sub_name, pruner, execution, scored, options in plans:
     # A fresh copy of the original ViT for every method (training donates its params).
     _, start, _ = common.load_vit(config, config.init.vit_dir, mesh)
-    if method == 'none':
-      pruner, execution = None, 'compact'
-    elif method == 'policy':
-      if config.finetune.train_on == 'deployed' or spec.action_mode == 'budget':
-        # Budget mode: its own decision is the filled top-k, which is what deploys.
-        pruner, execution = dataclasses.replace(deployed, threshold=None), 'compact'
-      else:
-        uncapped = policies.uncapped(vit_cfg)
-        pruner = policies.policy_pruner(spec, vit_cfg, actor, actor_params, uncapped)
-        execution = 'mask'
-    else:
-      pruner, execution = pruning.at_capacities(method, vit_cfg, capacities), 'compact'
-    sub = os.path.join(workdir, method)
+    sub = os.path.join(workdir, sub_name)
     state, metrics = train.train_and_evaluate(
       config, sub, init=(model, start), pruner=pruner, prune_execution=execution
     )
     if 'halted_at_step' in metrics:
-      return dict(metrics, method=method)
+      return dict(metrics, method=sub_name)
     tuned, tuned_step = _tuned_params(config, sub, state, metrics, mesh)
-    trained[method] = {'checkpoint_step': int(tuned_step), 'train_time_s': metrics['train_time_s']}
-    if method == 'policy':
-      learned = deployed  # At the capacities every method shares.
-      label = '' if budget is None else f'@b={budget:g}'
-      rows = _scored(config, model, tuned, learned, f'{spec.kind}{label}', split, mesh)
-      if learned.threshold is None and spec.kind == 'two_agent':
-        own = dataclasses.replace(learned, threshold=0.0)
-        rows += _scored(config, model, tuned, own, f'{spec.kind} (own votes)', split, mesh)
-      elif learned.threshold is not None:
-        fill = dataclasses.replace(learned, threshold=None)
-        rows += _scored(config, model, tuned, fill, f'{spec.kind}+fill', split, mesh)
-    else:
-      eval_pruner = None if method == 'none' else pruning.at_capacities(method, vit_cfg, capacities)
-      rows = _scored(config, model, tuned, eval_pruner, method, split, mesh)
-    for r in rows:
-      r.update(
-        method=method,
-        finetuned=True,
-        capacities=list(capacities) if method != 'none' else None,
-        trained_on=execution if pruner is not None else 'unpruned',
-        workdir=sub,
-      )
-    records += rows
-  full = pruning.gflops(vit_cfg, [vit_cfg.num_tokens] * vit_cfg.num_layers)
+    trained[sub_name] = {
+      'checkpoint_step': int(tuned_step),
+      'train_time_s': metrics['train_time_s'],
+    }
+    for name, eval_pruner in scored:
+      for r in _scored(config, model, tuned, eval_pruner, name, split, mesh):
+        r.update(
+          method=sub_name,
+          family=family(sub_name),
+          finetuned=True,
+          capacities=list(eval_pruner.budget) if eval_pruner is not None else None,
+          trained_on=execution if pruner is not None else 'unpruned',
+          workdir=sub,
+          options=options,
+        )
+        records.append(r)
+  tests = pareto_lib.paired_tests([dict(r, method=r['pruner']) for r in records], round(level, 4))
+  for r in records:
+    r.pop('correct', None)
+    r.pop('seed_correct', None)
   summary = {
     'policy': spec.kind,
     'action_mode': spec.action_mode,
     'budget': budget,
+    'drop_merge_budget': b_merge,
     'capacities': list(capacities),
-    'capacities_gflops_ratio': pruning.gflops(vit_cfg, capacities) / full,
+    'capacities_gflops_ratio': level,
     'train_on': config.finetune.train_on,
     'split': split,
     'epochs': config.train.num_epochs,
     'trained': trained,
+    'paired_tests': tests,
+    'policy_dirs': list(config.init.policy_dirs),
     f'original_unpruned_{split}_accuracy': original.accuracy,
     f'original_unpruned_{split}_macro_f1': original.macro_f1,
-    **common.provenance(config),
+    **made_by,
   }
   table = compare.markdown_table(
     records,
@@ -162,6 +243,45 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     f'and scored on its own copy, {config.data.name} {split} split; the original ViT unpruned: '
     f'{100 * original.accuracy:.2f} %',
   )
+  table += ''.join(
+    f'\nPaired (McNemar, exact): {t["learned"]} vs {t["baseline"]} ({t["against"]}): '
+    f'{100 * t["difference"]:+.2f} pt, {t["a_only"]} vs {t["b_only"]} images only one gets '
+    f'right, p = {t["p_value"]:.2g}.\n'
+    for t in tests
+  )
   common.write_records(workdir, 'finetune_comparison', records, summary, table)
   common.print_table(table)
   return dict(summary, records=records)
+
+
+def _policy_plans(config, vit_cfg, spec, actor, actor_params, deployed, others, budget, b_merge):
+  """The plans of 'policy': the first policy as before (`finetune.train_on`), then every other
+  (budget mode) trained and scored as deployed, merging at `b_merge` if trained merging."""
+  label = '' if budget is None else f'@b={budget:g}'
+  name = pareto_job.policy_label(spec)
+  if spec.merge_dropped:
+    first = policies.deployed_pruner(
+      spec, vit_cfg, actor, actor_params, quantile=1.0, bucket=1, budget=b_merge
+    )
+    plans = [('policy', first, 'compact', [(f'{name}@b={b_merge:g}', first)], {'budget': b_merge})]
+  else:
+    if config.finetune.train_on == 'deployed' or spec.action_mode == 'budget':
+      # Budget mode: its own decision is the filled top-k, which is what deploys.
+      pruner, execution = dataclasses.replace(deployed, threshold=None), 'compact'
+    else:
+      uncapped = policies.uncapped(vit_cfg)
+      pruner = policies.policy_pruner(spec, vit_cfg, actor, actor_params, uncapped)
+      execution = 'mask'
+    scored = [(f'{spec.kind}{label}', deployed)]  # At the capacities every method shares.
+    if deployed.threshold is None and spec.kind == 'two_agent':
+      scored.append((f'{spec.kind} (own votes)', dataclasses.replace(deployed, threshold=0.0)))
+    elif deployed.threshold is not None:
+      scored.append((f'{spec.kind}+fill', dataclasses.replace(deployed, threshold=None)))
+    plans = [('policy', pruner, execution, scored, {'budget': budget})]
+  for i, (name, actor_i, params_i, spec_i) in enumerate(others, 1):
+    b = b_merge if spec_i.merge_dropped else budget
+    pruner = policies.deployed_pruner(
+      spec_i, vit_cfg, actor_i, params_i, quantile=1.0, bucket=1, budget=b
+    )
+    plans.append((f'policy_{i}', pruner, 'compact', [(f'{name}@b={b:g}', pruner)], {'budget': b}))
+  return plans

@@ -247,24 +247,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         seed_correct=[r.get('correct') for r in rows],
       )
       merged[name] = m
-    best_learned = pareto_lib.best_of(list(merged.values()), 'learned')
-    for family in ('heuristic', 'merging'):
-      best_other = pareto_lib.best_of(list(merged.values()), family)
-      if not (best_learned and best_other):
-        continue
-      runs = [pareto_lib.mcnemar(c, best_other['correct']) for c in best_learned['seed_correct']]
-      worst = max(runs, key=lambda t: t['p_value'])
-      tests.append(
-        dict(
-          worst,
-          level=level,
-          learned=best_learned['method'],
-          against=family,
-          baseline=best_other['method'],
-          difference=best_learned['accuracy'] - best_other['accuracy'],
-          p_values=[t['p_value'] for t in runs],
-        )
-      )
+    tests += pareto_lib.paired_tests(list(merged.values()), level)
     for name, m in merged.items():
       if name == 'none' and index > 0:
         continue  # The unpruned model once (each level still timed it beside the others).
