@@ -115,6 +115,20 @@ def tome_merge(r_per_layer: Sequence[int]):
   return merge
 
 
+def _merge_into_nearest(
+  x: Array, size: Array, weight: Array, metric: Array, targets: Array, receives: Array
+) -> tuple[Array, Array]:
+  """x (N, D), size (N,), merge weights (N,), metric (N, C), target indices (k,) into x, receives
+  (k,) -> (k, D), (k,): each token with weight w > 0 adds w * x and w to the receiving target with
+  the highest cosine similarity to it; the targets' sums are then divided by their sizes."""
+  metric = metric / jnp.linalg.norm(metric, axis=-1, keepdims=True)
+  similarity = jnp.where(receives[None, :], metric @ metric[targets].T, -jnp.inf)
+  dst = jnp.argmax(similarity, axis=-1)  # (N,): the target each would merge into.
+  merged_size = size[targets].at[dst].add(weight)
+  total = (x[targets] * size[targets][:, None]).at[dst].add(x * weight[:, None])
+  return total / merged_size[:, None], merged_size
+
+
 def merge_into_kept(
   x: Array, size: Array, keep_mask: Array, metric: Array, idx: Array
 ) -> tuple[Array, Array]:
@@ -125,16 +139,10 @@ def merge_into_kept(
   not CLS) with the highest cosine similarity to it; the sums are then divided by the sizes.
   Needs k >= 2 (a patch to merge into).
   """
-  n = x.shape[0]
-  metric = metric / jnp.linalg.norm(metric, axis=-1, keepdims=True)
-  receives = (keep_mask[idx] > 0).at[0].set(False)
-  similarity = jnp.where(receives[None, :], metric @ metric[idx].T, -jnp.inf)
-  dst = jnp.argmax(similarity, axis=-1)  # (N,): the kept token each would merge into.
-  dropped = jnp.ones((n,), bool).at[idx].set(False)
+  dropped = jnp.ones((x.shape[0],), bool).at[idx].set(False)
   weight = jnp.where(dropped & (keep_mask > 0), size, 0.0)
-  merged_size = size[idx].at[dst].add(weight)
-  total = (x[idx] * size[idx][:, None]).at[dst].add(x * weight[:, None])
-  return total / merged_size[:, None], merged_size
+  receives = (keep_mask[idx] > 0).at[0].set(False)
+  return _merge_into_nearest(x, size, weight, metric, idx, receives)
 
 
 def merge_in_place(
@@ -148,12 +156,8 @@ def merge_in_place(
   the dropped tokens most similar to it (`merge_into_kept` then gathers the same values); the rest
   are unchanged (the dropped ones are masked by the caller).
   """
-  metric = metric / jnp.linalg.norm(metric, axis=-1, keepdims=True)
-  dst = jnp.argmax(jnp.where(receives[None, :], metric @ metric.T, -jnp.inf), axis=-1)
-  weight = jnp.where(dropped, size, 0.0)
-  merged_size = size.at[dst].add(weight)
-  total = (x * size[:, None]).at[dst].add(x * weight[:, None])
-  return total / merged_size[:, None], merged_size
+  everyone = jnp.arange(x.shape[0])
+  return _merge_into_nearest(x, size, jnp.where(dropped, size, 0.0), metric, everyone, receives)
 
 
 def evit_keep(num_tokens: int, keep_rate: float) -> int:
