@@ -265,6 +265,7 @@ def run(
     'device_kind': getattr(device, 'device_kind', ''),
     'backend': device.platform,
     'cpu_count': os.cpu_count(),
+    'xla_flags': os.environ.get('XLA_FLAGS', ''),
     'batch_size': batch_size,
     'image_size': image_size,
     'num_tokens': cfg.num_tokens,
@@ -412,7 +413,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.error('--image-size must be a multiple of 16 (the patch size)')
   print(
     f'jax {jax.__version__}, device {jax.devices()[0]} '
-    f'({os.cpu_count()} cores visible), {args.dtype}'
+    f'({os.cpu_count()} cores visible), {args.dtype}, '
+    f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}'
   )
   result = run(
     args.batch_size,

@@ -105,11 +105,12 @@ def fashion_mnist_evaluate() -> str:
 
 
 def fashion_mnist_finetune() -> str:
-  """mode=finetune: every method fine-tuned on its own pruning, scored on its own copy."""
+  """mode=finetune: every method fine-tuned on its own pruning, scored on its own copy, and the
+  paired tests of the best fine-tuned policy."""
   run = json.loads((HERE / 'fashion_mnist' / 'finetune' / 'finetune_comparison.json').read_text())
   reference = next(r for r in run['records'] if r['method'] == 'none')
   lines = [
-    '| method (its own fine-tuned copy) | accuracy (%) | vs fine-tuned unpruned (pt) | '
+    '| method (family; its own fine-tuned copy) | accuracy (%) | vs fine-tuned unpruned (pt) | '
     'GFLOPs vs unpruned |',
     '|---|---|---|---|',
     f'| original ViT, unpruned, not fine-tuned | '
@@ -120,7 +121,16 @@ def fashion_mnist_finetune() -> str:
     if r.get('seeds', 1) > 1:
       accuracy += f' ± {100 * r["accuracy_ci95"]:.2f} ({r["seeds"]} seeds)'
     delta = 100 * (r['accuracy'] - reference['accuracy'])
-    lines.append(f'| {r["pruner"]} | {accuracy} | {delta:+.2f} | {r["gflops_ratio"]:.3f} |')
+    options = ', '.join(f'{k} {v:g}' for k, v in r.get('options', {}).items() if k != 'budget')
+    name = f'{r["pruner"]}{f" ({options})" if options else ""} ({r["family"]})'
+    lines.append(f'| {name} | {accuracy} | {delta:+.2f} | {r["gflops_ratio"]:.3f} |')
+  for t in run['paired_tests']:
+    lines += [
+      '',
+      f'Paired (McNemar, exact): {t["learned"]} vs {t["baseline"]} ({t["against"]}): '
+      f'{100 * t["difference"]:+.2f} pt, {t["a_only"]} vs {t["b_only"]} images only one gets '
+      f'right, p = {t["p_value"]:.2g}.',
+    ]
   return '\n'.join(lines) + '\n'
 
 
