@@ -7,7 +7,8 @@ here (grayscale 28x28 images).
       --workdir runs/fashion_deit_aug
 
 Measured (results/fashion_mnist/deit_recipe): 87.43 % test (val 88.47) against the plain recipe's
-88.18 % (val 89.52) at the same 8 epochs, one seed.
+88.18 % (val 89.52) at the same 8 epochs, one seed. At 16 epochs (--config.train.num_epochs=16):
+89.03 % against the plain recipe's 88.56 % at 16 epochs.
 """
 
 from configs import fashion_mnist_vit
