@@ -154,13 +154,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         'finetune: drop-merge methods need a budget-mode first policy (its schedule gives the '
         'drop-merge capacities); put one first in --config.init.policy_dirs.'
       )
-
-    def merge_ratio(b: float) -> float:
-      caps = policies.budget_capacities(vit_cfg, spec, b)
-      return pruning.gflops(vit_cfg, caps, 'drop_merge') / full
-
     try:
-      b_merge, _ = pareto_lib.budget_for_level(merge_ratio, level)
+      b_merge = pareto_job.drop_merge_budget(vit_cfg, spec, level, full)
     except ValueError as e:
       raise UserError(f'finetune: drop-merge at {level:.3f}x GFLOPs: {e}.') from e
   split = config.eval.split

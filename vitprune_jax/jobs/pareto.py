@@ -118,6 +118,17 @@ def merger_at(name: str, vit_cfg, target: float, full: float) -> tuple[pruning.P
   return build(option), ({'r': int(option)} if name == 'tome' else {'keep_rate': float(option)})
 
 
+def drop_merge_budget(vit_cfg, spec: policies.PolicySpec, target: float, full: float) -> float:
+  """The budget of `spec`'s schedule whose drop-merge GFLOPs (the merge priced) come closest to
+  `target` (a share of the unpruned `full`) from below; ValueError when none reaches it."""
+
+  def merge_ratio(b: float) -> float:
+    caps = policies.budget_capacities(vit_cfg, spec, b)
+    return pruning.gflops(vit_cfg, caps, 'drop_merge') / full
+
+  return pareto_lib.budget_for_level(merge_ratio, target)[0]
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   made_by = common.provenance(config)  # Before anything can change the tree.
   methods = tuple(config.pareto.methods)
@@ -143,10 +154,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   def ratio(b: float) -> float:
     return pruning.gflops(vit_cfg, policies.budget_capacities(vit_cfg, sched, b)) / full
 
-  def merge_ratio(b: float) -> float:
-    caps = policies.budget_capacities(vit_cfg, sched, b)
-    return pruning.gflops(vit_cfg, caps, 'drop_merge') / full
-
   split, repeats = config.eval.split, config.eval.throughput_repeats
   common.warm_up(common.split_batches(config, split))
   records, tests = [], []
@@ -164,7 +171,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if config.pareto.drop_merge or any(spec.merge_dropped for *_, spec in learned):
       # The budget whose drop-merge GFLOPs (the merge is priced) come closest to b's from below.
       try:
-        b_merge, _ = pareto_lib.budget_for_level(merge_ratio, ratio(b))
+        b_merge = drop_merge_budget(vit_cfg, sched, ratio(b), full)
       except ValueError as e:
         raise UserError(f'--config.pareto.levels: drop-merge at {level:g}: {e}.') from e
     if config.pareto.drop_merge:
