@@ -184,6 +184,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.pareto.mergers = ('tome', 'evit')  # Merging and fusion, at their own counts.
   # Also every scoring method's drop-merge variant (what it drops merges into what it keeps).
   config.pareto.drop_merge = False
+  # Steered ToMe (ToMe whose matching spares what a score ranks high), by every steering heuristic
+  # of pareto.methods (pruning.STEERS) and by every policy: the weights to choose from, per method
+  # and level, by accuracy on pareto.select_split; () = none.
+  config.pareto.steer_weights = ()
+  config.pareto.select_split = 'validation'  # Where steered ToMe's weight is chosen.
 
   # The pruning game a policy learns (vitprune_jax/rl/pruning_env.py, two_agent_env.py).
   config.game = ml_collections.ConfigDict()

@@ -41,6 +41,7 @@ def test_pareto_runs_every_method_at_the_same_capacities(tiny_trained_run, tmp_p
   c.init.policy_dirs = (policy_dir, merge_dir)
   c.pareto.levels = (0.9, 0.75)
   c.pareto.drop_merge = True
+  c.pareto.steer_weights = (0.0, 1.0)
   c.deploy.random_seeds = 3
   c.eval.throughput_repeats = 1
   out = jobs.run(c, str(tmp_path / 'pareto'))
@@ -50,6 +51,8 @@ def test_pareto_runs_every_method_at_the_same_capacities(tiny_trained_run, tmp_p
   methods = ['none', 'random', 'greedy', 'cls_attention', 'mean_attention', 'similarity']
   methods += ['random+merge', 'cls_attention+merge', 'mean_attention+merge', 'similarity+merge']
   methods += ['tome', 'evit', 'mappo', 'mappo+merge', 'mappo+merge (trained)']
+  steered = ['tome+cls_attention', 'tome+mean_attention', 'tome+similarity', 'tome+mappo']
+  methods += steered + ['tome+mappo+merge (trained)']
   assert [r['method'] for r in records] == methods + methods[1:]
   families = {r['method']: r['family'] for r in records}
   assert families['random'] == 'random' and families['mappo'] == 'learned'
@@ -57,6 +60,7 @@ def test_pareto_runs_every_method_at_the_same_capacities(tiny_trained_run, tmp_p
   assert families['tome'] == families['evit'] == families['similarity+merge'] == 'merging'
   assert families['random+merge'] == 'random' and families['mappo+merge'] == 'learned'
   assert families['mappo+merge (trained)'] == 'learned'
+  assert families['tome+similarity'] == 'merging' and families['tome+mappo'] == 'learned'
   model, _, _ = models.load_vit(vit_dir)
   cfg: vit.ViTConfig = model.config
   full = pruning.gflops(cfg, [cfg.num_tokens] * cfg.num_layers)
@@ -64,17 +68,28 @@ def test_pareto_runs_every_method_at_the_same_capacities(tiny_trained_run, tmp_p
     rows = [r for r in records if r['level'] == level]
     caps = rows[0]['capacities']
     merge_caps = next(r for r in rows if r['method'] == 'random+merge')['capacities']
+    rows_steered = [r for r in rows if r['method'].startswith('tome+')]
     for r in rows:
       # GFLOPs of what ran: recomputed from the tokens each layer kept, not from the budget, the
       # merge priced for merging methods.
-      drop_merge = '+merge' in r['method']
+      steer = r['method'].startswith('tome+')
+      drop_merge = '+merge' in r['method'] and not steer
       merge = 'drop_merge' if drop_merge else (r['method'] if r['family'] == 'merging' else None)
+      merge = 'tome' if steer else merge
       ran = pruning.gflops(cfg, r['tokens_per_layer'], merge) / full
       assert r['gflops_ratio'] == pytest.approx(ran)
       assert r['gflops_ratio'] <= level + 1e-9
       assert r['finetuned'] is False and r['images_per_s'] > 0
       if drop_merge:  # One budget for every drop-merge variant, at no more GFLOPs than caps.
         assert r['capacities'] == merge_caps and r['tokens_per_layer'] == pytest.approx(merge_caps)
+      elif steer:  # ToMe's counts at its r, and the weight most accurate on validation.
+        tome = next(t for t in rows if t['method'] == 'tome')
+        assert r['tokens_per_layer'] == tome['tokens_per_layer']
+        assert r['options']['r'] == tome['options']['r']
+        for weight, tried in zip(r['options']['steer_weight'], r['options']['select_accuracy']):
+          assert tried[str(weight)] == max(tried.values()) and set(tried) == {'0.0', '1.0'}
+          # Weight 0 is ToMe, whatever steers it.
+          assert tried['0.0'] == rows_steered[0]['options']['select_accuracy'][0]['0.0']
       elif r['family'] == 'merging':  # Their own counts.
         assert r['tokens_per_layer'] == pytest.approx(r['capacities'])
       elif r['method'] != 'greedy':  # Greedy: one shot after block 0 at no more GFLOPs.
@@ -86,7 +101,8 @@ def test_pareto_runs_every_method_at_the_same_capacities(tiny_trained_run, tmp_p
   assert [(t['level'], t['against']) for t in tests] == [
     (level, family) for level in (0.9, 0.75) for family in ('heuristic', 'merging')
   ]
-  learned = ('mappo', 'mappo+merge', 'mappo+merge (trained)')
+  learned = ('mappo', 'mappo+merge', 'mappo+merge (trained)', 'tome+mappo')
+  learned += ('tome+mappo+merge (trained)',)
   assert all(t['learned'] in learned and 0 <= t['p_value'] <= 1 for t in tests)
   assert saved['git_commit'] is None or len(saved['git_commit']) == 40
   assert saved['config']['pareto']['levels'] == [0.9, 0.75]
@@ -172,6 +188,11 @@ def test_bad_methods_and_levels(tiny_trained_run, tmp_path):
   with pytest.raises(UserError, match="'mappo' is not a heuristic"):
     jobs.run(c, str(tmp_path))
   c.pareto.methods = ('similarity',)
+  c.pareto.mergers = ('evit',)
+  c.pareto.steer_weights = (0.5,)
+  with pytest.raises(UserError, match='add tome to --config.pareto.mergers'):
+    jobs.run(c, str(tmp_path))
+  c.pareto.steer_weights = ()
   c.pareto.levels = (0.5, 1.5)
   with pytest.raises(UserError, match=r'--config.pareto.levels=\(0.5, 1.5\)'):
     jobs.run(c, str(tmp_path))

@@ -34,6 +34,49 @@ def test_bipartite_soft_matching_by_hand():
   assert src.tolist() == [1, 2] and dst.tolist() == [1, 0] and unm.tolist() == [0]
 
 
+def test_steering_spares_the_protected_tokens_by_hand():
+  # The metric of the hand example above: unsteered, token 2 merges into token 3 (edge 1.0).
+  metric = jnp.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.0, 2.0], [1.0, 0.0]])
+  # Sparing token 2 by 0.5: its best edge is 0.5 < 0.8, so token 4 merges into token 1.
+  unm, src, dst = merging.bipartite_soft_matching(metric, 1, jnp.array([0, 0, 0.5, 0, 0]))
+  assert src.tolist() == [2] and dst.tolist() == [0] and unm.tolist() == [0, 1]
+  # Sparing token 3 (a B token) by 0.5: token 2's edges are 0.8 (token 1) and 0.5, token 4's 0.6
+  # and -0.5, so token 2 merges into token 1.
+  unm, src, dst = merging.bipartite_soft_matching(metric, 1, jnp.array([0, 0, 0, 0.5, 0]))
+  assert src.tolist() == [1] and dst.tolist() == [0] and unm.tolist() == [0, 2]
+  # Patches [1, 2, 3]: mean 2, standard deviation sqrt(2/3); CLS gets no penalty.
+  z = 1 / math.sqrt(2 / 3)
+  penalty = merging.standardised_penalty(jnp.array([9.0, 1.0, 2.0, 3.0]), 2.0)
+  np.testing.assert_allclose(penalty, [0, -2 * z, 0, 2 * z], rtol=1e-5)
+  np.testing.assert_array_equal(merging.standardised_penalty(jnp.full((4,), 7.0), 2.0), 0.0)
+
+
+def test_steered_tome_at_weight_zero_is_tome():
+  cfg = vit.ViTConfig(10, 16, 4, 32, 2, 4, 64, num_channels=1)
+  model = vit.VisionTransformer(cfg)
+  images = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 1))
+  params = model.init(jax.random.PRNGKey(1), images)['params']
+  head = jax.random.normal(jax.random.PRNGKey(2), params['head']['kernel'].shape)
+  params = {**params, 'head': {**params['head'], 'kernel': head}}  # Not zero: logits differ.
+  tome = pruning.make_pruner('tome', cfg, r=4)
+  plain, kept = pruning.forward(model, params, images, tome)
+  still = pruning.make_pruner('tome', cfg, r=4, steer='cls_attention', steer_weight=0.0)
+  steered = pruning.make_pruner('tome', cfg, r=4, steer='cls_attention', steer_weight=5.0)
+  assert steered.name == 'tome+cls_attention' and steered.statistics == ('cls_attention',)
+  assert steered.merge_kind == 'tome' and steered.budget == tome.budget
+  logits, steered_kept = pruning.forward(model, params, images, still)
+  np.testing.assert_array_equal(logits, plain)
+  logits, steered_kept = pruning.forward(model, params, images, steered)
+  assert steered_kept.tolist() == kept.tolist()
+  assert not np.allclose(logits, plain)  # Other tokens merged.
+  with pytest.raises(UserError, match="steer='random' is not a scoring heuristic"):
+    pruning.make_pruner('tome', cfg, r=4, steer='random')
+  with pytest.raises(UserError, match='steer_weight=-1.0 must be >= 0'):
+    pruning.make_pruner('tome', cfg, r=4, steer='similarity', steer_weight=-1.0)
+  with pytest.raises(ValueError, match='no scores to steer'):
+    pruning.steered_tome(cfg, 4, tome, 1.0)
+
+
 def test_tome_counts_cap_r_at_half_the_patches():
   assert merging.tome_r_per_layer(11, 4, 4) == [4, 3, 1, 1]
   assert merging.tome_counts(11, 4, 4) == [7, 4, 3, 2]

@@ -257,6 +257,7 @@ CHECKS = {
   'deploy.budgets': _numbers(_in_range(0.0, 1.0)),
   'deploy.random_seeds': _int_at_least(1),
   'pareto.levels': _numbers(_in_range(0.0, 1.0, lo_open=True, hi_open=True)),
+  'pareto.steer_weights': lambda v: None if tuple(v) == () else _numbers(_non_negative)(v),
   'finetune.train_on': _choice('policy', 'deployed'),
 }
 

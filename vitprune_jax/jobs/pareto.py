@@ -17,6 +17,12 @@ compact mode:
   from below; random+merge counts as random, the heuristics' variants as merging, the policies'
   as learned. A policy trained in the drop-merge game (`game.merge_dropped`) runs only so, at that
   budget, as '<kind>+merge (trained)' (`policy_label`).
+- with `pareto.steer_weights`, steered ToMe (`pruning.steered_tome`: ToMe at the level's r, its
+  matching sparing the tokens a score ranks high) by every heuristic of `pareto.methods` in
+  `pruning.STEERS` ('tome+<name>', merging) and by every policy ('tome+<label>', learned, at the
+  budget the policy runs at), each at the weight of `pareto.steer_weights` most accurate on
+  `pareto.select_split` (chosen per method, seed and level; the record's options hold r and, per
+  seed, the weight and every weight's accuracy there).
 At each level the best learned method is tested against the best heuristic and the best merging
 method, paired on the same images (McNemar's exact test; for a learned method with several seeds,
 each seed's run, the largest p-value reported). Writes `pareto.{json,csv,md}` and `pareto.png`;
@@ -24,6 +30,7 @@ the JSON also holds the command, the config and the git commit that made it.
 """
 
 import collections
+import dataclasses
 import os
 from typing import Any
 
@@ -129,6 +136,30 @@ def drop_merge_budget(vit_cfg, spec: policies.PolicySpec, target: float, full: f
   return pareto_lib.budget_for_level(merge_ratio, target)[0]
 
 
+def choose_steer_weights(
+  config, model, params, mesh, r: int, scorers: list, weights: tuple[float, ...]
+) -> list[tuple[pruning.Pruner, float, dict[str, float]]]:
+  """For each (name, scoring pruner) of `scorers`: ToMe at r steered by it at the weight of
+  `weights` most accurate on `pareto.select_split` (the first of equals), renamed `name`; that
+  weight; and every weight's accuracy there (keyed by str(weight))."""
+  candidates = [
+    (f'{i}:{w}', pruning.steered_tome(model.config, r, by, w))
+    for i, (_, by) in enumerate(scorers)
+    for w in weights
+  ]
+  records = common.compare_on_split(
+    config, model, params, candidates, config.pareto.select_split, mesh, throughput_repeats=0
+  )
+  accuracy = {rec['pruner']: rec['accuracy'] for rec in records}
+  chosen = []
+  for i, (name, by) in enumerate(scorers):
+    tried = {str(w): accuracy[f'{i}:{w}'] for w in weights}
+    best = max(weights, key=lambda w: tried[str(w)])  # max keeps the first of equals.
+    pruner = dataclasses.replace(pruning.steered_tome(model.config, r, by, best), name=name)
+    chosen.append((pruner, best, tried))
+  return chosen
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   made_by = common.provenance(config)  # Before anything can change the tree.
   methods = tuple(config.pareto.methods)
@@ -140,6 +171,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         f'--config.pareto.mergers: {m!r} is not a merging method; choose from: '
         f'{", ".join(pruning.MERGERS)}.'
       )
+  steer_weights = tuple(float(w) for w in config.pareto.steer_weights)
+  if steer_weights and 'tome' not in mergers:
+    raise UserError(
+      '--config.pareto.steer_weights steers ToMe at its r of each level: add tome to '
+      '--config.pareto.mergers, or set --config.pareto.steer_weights=().'
+    )
   levels = [float(v) for v in config.pareto.levels]
   if not levels or any(not 0.0 < v < 1.0 for v in levels):
     raise UserError(f'--config.pareto.levels={tuple(levels)}: give shares of the GFLOPs in (0, 1).')
@@ -185,6 +222,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       pruner, options[m] = merger_at(m, vit_cfg, ratio(b), full)
       named.append((m, pruner))
       families.append('merging')
+    steerers = [(f'tome+{m}', 'merging', pruning.at_capacities(m, vit_cfg, caps)) for m in methods]
+    steerers = [s for s in steerers if s[0][len('tome+') :] in pruning.STEERS]
     for label, actor, actor_params, spec in learned:
       # Trained in the drop-merge game: deployed so (already merging), at the drop-merge budget.
       pruner = policies.deployed_pruner(
@@ -198,12 +237,24 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       )
       named.append((label, pruner))
       families.append('learned')
+      steerers.append((f'tome+{label}', 'learned', pruner))
       if config.pareto.drop_merge and not spec.merge_dropped:
         pruner = policies.deployed_pruner(
           spec, vit_cfg, actor, actor_params, quantile=1.0, bucket=1, budget=b_merge
         )
         named.append((f'{label}+merge', pruning.with_merging(pruner)))
         families.append('learned')
+    if steer_weights:
+      r = options['tome']['r']
+      scorers = [(name, by) for name, _, by in steerers]
+      chosen = choose_steer_weights(config, model, params, mesh, r, scorers, steer_weights)
+      for (name, family, _), (pruner, weight, tried) in zip(steerers, chosen):
+        named.append((name, pruner))
+        families.append(family)
+        # Seeds of one policy share a name: one entry per seed, in seed order.
+        chose = options.setdefault(name, {'r': r, 'steer_weight': [], 'select_accuracy': []})
+        chose['steer_weight'].append(weight)
+        chose['select_accuracy'].append(tried)
     # One run times every method of the level in rotated order, the unpruned model included.
     level_records = common.compare_on_split(
       config,
@@ -277,6 +328,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     'schedule': sched.budget_schedule,
     'paired_tests': tests,
     'policy_dirs': list(config.init.policy_dirs),
+    'steer_weights': list(steer_weights),
+    'select_split': config.pareto.select_split if steer_weights else None,
     'device': jax.devices()[0].device_kind,
     **made_by,
   }

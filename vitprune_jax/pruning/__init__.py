@@ -10,10 +10,12 @@ from vitprune_jax.pruning.flops import gflops, vit_flops
 from vitprune_jax.pruning.pruners import (
   MERGERS,
   PRUNERS,
+  STEERS,
   Pruner,
   at_capacities,
   make_pruner,
   pruner_options,
+  steered_tome,
   with_merging,
 )
 from vitprune_jax.pruning.schedules import keep_ratio, tokens_per_layer
@@ -22,6 +24,7 @@ __all__ = [
   'EXECUTIONS',
   'MERGERS',
   'PRUNERS',
+  'STEERS',
   'Pruner',
   'at_capacities',
   'forward',
@@ -31,6 +34,7 @@ __all__ = [
   'make_selector',
   'model_hooks',
   'pruner_options',
+  'steered_tome',
   'tokens_per_layer',
   'vit_flops',
   'with_merging',

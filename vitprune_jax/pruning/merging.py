@@ -12,6 +12,13 @@ averages, sizes are carried through the blocks, and proportional attention adds 
 attention logits. The tokens then come in the order [unmerged A tokens by position (CLS first),
 every B token], as in `merge.py`. r is capped at half the patch tokens, as there.
 
+Steered ToMe (ours; no peer's code): the same matching and merge, with a per-token score of any
+scorer (a heuristic or a learned policy; higher = more important) as a penalty against merging:
+the score, standardised over the image's patch tokens and times `weight`, is subtracted from the
+edge scores of the A token that would merge away and of the B token it would merge into. The
+scorer sees the block's tokens where ToMe merges them, after the attention. Weight 0 is ToMe
+exactly.
+
 Drop-merge (ours; no peer's code): any scoring pruner, learned or not, keeps its top-k tokens
 after a block as it would when dropping, and every other valid token merges into the kept patch
 token most similar to it (cosine on ToMe's metric, the block's keys averaged over heads), as a
@@ -26,6 +33,7 @@ attention, so the fused token is not normalised). No sizes, no proportional atte
 
 import math
 from collections.abc import Sequence
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -54,16 +62,22 @@ def tome_counts(num_tokens: int, num_layers: int, r: int) -> list[int]:
   return counts
 
 
-def bipartite_soft_matching(metric: Array, r: int) -> tuple[Array, Array, Array]:
+def bipartite_soft_matching(
+  metric: Array, r: int, protect: Optional[Array] = None
+) -> tuple[Array, Array, Array]:
   """ToMe's matching for one image: metric (N, C) -> (unm_idx, src_idx, dst_idx).
 
   unm_idx (N_A - r,): the A tokens kept, sorted by position (CLS first); src_idx (r,): the A tokens
   merged, most similar edge first; dst_idx (r,): the B token each merges into. Indices are within
-  A (even positions) and B (odd positions).
+  A (even positions) and B (odd positions). protect (N,), optional (steered ToMe): each token's
+  penalty, subtracted from the score of every edge it is an end of.
   """
   metric = metric / jnp.linalg.norm(metric, axis=-1, keepdims=True)
   a, b = metric[::2], metric[1::2]
-  scores = (a @ b.T).at[0, :].set(-jnp.inf)  # The class token never merges.
+  scores = a @ b.T
+  if protect is not None:
+    scores = scores - protect[::2][:, None] - protect[1::2][None, :]
+  scores = scores.at[0, :].set(-jnp.inf)  # The class token never merges.
   node_max, node_idx = jnp.max(scores, axis=-1), jnp.argmax(scores, axis=-1)
   edge_idx = jnp.argsort(-node_max, stable=True)
   unm_idx, src_idx = jnp.sort(edge_idx[r:]), edge_idx[:r]
@@ -95,20 +109,39 @@ def merge_sources(source: Array, unm_idx: Array, src_idx: Array, dst_idx: Array)
   return jnp.concatenate([a[unm_idx], b], axis=0)
 
 
-def tome_merge(r_per_layer: Sequence[int]):
-  """The `TokenMerger.merge` of ToMe with `r_per_layer[l]` merges in block l."""
+def standardised_penalty(score: Array, weight: float) -> Array:
+  """Steered ToMe's penalty for one image: score (N,) -> weight * the score standardised over the
+  patch tokens (mean 0, standard deviation 1; a constant score gives 0), 0 for CLS."""
+  patches = score[1:].astype(jnp.float32)
+  z = (patches - jnp.mean(patches)) / (jnp.std(patches) + 1e-6)
+  return jnp.concatenate([jnp.zeros((1,), jnp.float32), weight * z])
+
+
+def tome_merge(
+  r_per_layer: Sequence[int],
+  steer: Optional[Callable[..., Array]] = None,
+  weight: float = 0.0,
+  key: Optional[Array] = None,
+):
+  """The `TokenMerger.merge` of ToMe with `r_per_layer[l]` merges in block l; with `steer` (a
+  pruner's score function, called with `key`, default PRNGKey(0)) steered ToMe at `weight`."""
+  key = jax.random.PRNGKey(0) if key is None else key
 
   def merge(layer: int, x: Array, keep_mask: Array, size: Array, metric: Array, stats: TokenStats):
-    del stats
     r = int(r_per_layer[layer])
     if r == 0:
       return x, keep_mask, size
+    if steer is None:
+      protect = jnp.zeros(x.shape[:2], jnp.float32)
+    else:
+      score = steer(layer, x, keep_mask, stats, key)
+      protect = jax.vmap(lambda s: standardised_penalty(s, weight))(score)
 
-    def one(x, size, metric):
-      unm, src, dst = bipartite_soft_matching(metric, r)
+    def one(x, size, metric, protect):
+      unm, src, dst = bipartite_soft_matching(metric, r, None if steer is None else protect)
       return merge_weighted(x.astype(jnp.float32), size, unm, src, dst)
 
-    merged, new_size = jax.vmap(one)(x, size, metric)
+    merged, new_size = jax.vmap(one)(x, size, metric, protect)
     ones = jnp.ones(merged.shape[:2], keep_mask.dtype)
     return merged.astype(x.dtype), ones, new_size
 

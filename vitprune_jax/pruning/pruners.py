@@ -31,6 +31,9 @@ DynamicViT and RL4EViT report, `schedules.deit_standard`).
 Merging and fusion (`pruning.merging`, run between attention and MLP through `Pruner.merger`; no
 score, their budget is the token count they leave after each block):
 - `tome` (option `r`): ToMe's bipartite soft matching, r merges per block, proportional attention.
+  With `steer` (a scoring heuristic of `STEERS`) and `steer_weight`: steered ToMe, whose matching
+  avoids merging the tokens that heuristic scores high (`merging.tome_merge`), named
+  'tome+<steer>'; `steered_tome` steers it by any pruner's score, a learned policy's included.
 - `evit` (options `keep_rate`, `layers`; () = L/4, L/2, 3L/4): EViT's top-k by CLS attention with
   the rest fused into one token.
 """
@@ -207,13 +210,39 @@ def _greedy(vit_cfg: ViTConfig, keep: int) -> Pruner:
   return Pruner('greedy', cls_attention_score, tuple(budget), statistics=('cls_attention',))
 
 
-def build_tome(vit_cfg: ViTConfig, *, r: int) -> Pruner:
+def build_tome(
+  vit_cfg: ViTConfig, *, r: int, steer: str = '', steer_weight: float = 0.25
+) -> Pruner:
   if isinstance(r, bool) or not isinstance(r, int) or r < 0:
     raise UserError(f"Pruner 'tome': r={r!r} must be a whole number of merges per block, >= 0.")
+  if not steer:
+    return steered_tome(vit_cfg, r)
+  if steer not in STEERS:
+    raise UserError(
+      f"Pruner 'tome': steer={steer!r} is not a scoring heuristic; choose from: "
+      f'{", ".join(STEERS)} (or leave it empty for ToMe).'
+    )
+  if not steer_weight >= 0.0:
+    raise UserError(f"Pruner 'tome': steer_weight={steer_weight} must be >= 0.")
+  scorer = make_pruner(steer, vit_cfg, r_max=0.0, alpha=1.0)
+  return steered_tome(vit_cfg, r, scorer, float(steer_weight))
+
+
+def steered_tome(
+  vit_cfg: ViTConfig, r: int, by: Optional[Pruner] = None, weight: float = 0.0
+) -> Pruner:
+  """ToMe at r merges per block, named 'tome'; with `by` (any scoring pruner, a learned policy's
+  included; only its score is used) steered ToMe at `weight` (`merging.tome_merge`), named
+  'tome+<by.name>', reading the statistics `by` reads."""
   steps = merging.tome_r_per_layer(vit_cfg.num_tokens, vit_cfg.num_layers, r)
   counts = merging.tome_counts(vit_cfg.num_tokens, vit_cfg.num_layers, r)
-  merger = TokenMerger(merging.tome_merge(tuple(steps)), proportional_attention=True, kind='tome')
-  return Pruner('tome', None, tuple(counts), merger=merger, statistics=())
+  if by is not None and by.score_fn is None:
+    raise ValueError(f'{by.name!r} has no scores to steer ToMe by')
+  steer = None if by is None else by.score_fn
+  merge = merging.tome_merge(tuple(steps), steer, weight)
+  merger = TokenMerger(merge, proportional_attention=True, kind='tome')
+  name, statistics = ('tome', ()) if by is None else (f'tome+{by.name}', by.statistics)
+  return Pruner(name, None, tuple(counts), merger=merger, statistics=statistics)
 
 
 def build_evit(vit_cfg: ViTConfig, *, keep_rate: float, layers: tuple[int, ...] = ()) -> Pruner:
@@ -230,6 +259,15 @@ def build_evit(vit_cfg: ViTConfig, *, keep_rate: float, layers: tuple[int, ...] 
 
 
 MERGERS = ('tome', 'evit')
+# The heuristics whose scores can steer ToMe (`build_tome`'s `steer`): every scoring one but
+# random (noise) and greedy (cls_attention's score).
+STEERS = (
+  'cls_attention',
+  'inverse_cls_attention',
+  'cls_value_attention',
+  'mean_attention',
+  'similarity',
+)
 
 PRUNERS: dict[str, Callable[..., Pruner]] = {
   'none': build_none,
