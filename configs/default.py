@@ -128,6 +128,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.prune.r_max = 0.6  # Share of the remaining patches pruned after the last block, in [0, 1].
   config.prune.alpha = 2.0  # Schedule exponent (> 0): higher prunes later.
   config.prune.tome_r = 4  # tome: tokens merged away in every block (ToMe's r).
+  # tome: a scoring heuristic whose high-scored tokens its matching spares (steered ToMe, named
+  # tome+<name>, at prune.tome_steer_weight); '' = ToMe.
+  config.prune.tome_steer = ''
+  config.prune.tome_steer_weight = 0.25  # tome: the penalty per standard deviation of the score.
   config.prune.evit_keep_rate = 0.7  # evit: share of the patch tokens kept at each EViT layer.
   config.prune.evit_layers = ()  # evit: blocks where it fuses; () = L/4, L/2, 3L/4 (3, 6, 9 of 12).
   # compact (tokens really removed) | mask (same numbers, no speedup).
@@ -241,10 +245,14 @@ def get_config() -> ml_collections.ConfigDict:
   # own copy; 'none' is the unpruned reference, 'policy' the first of init.policy_dirs.
   config.finetune = ml_collections.ConfigDict()
   # Each gets its own copy: none, 'policy' (every policy of init.policy_dirs), heuristics by name,
-  # tome, evit, or a heuristic's drop-merge variant '<name>+merge' (merging methods at the most
-  # GFLOPs not above the policy's capacities').
+  # tome, evit, a heuristic's drop-merge variant '<name>+merge', ToMe steered by a heuristic
+  # 'tome+<name>' or by every policy 'tome+policy' (merging methods at the most GFLOPs not above
+  # the policy's capacities').
   config.finetune.methods = ('none', 'random', 'similarity', 'cls_attention', 'policy')
   # The policy's copy trains on: policy (RL4EViT: its own decisions, mask mode) | deployed (what
   # inference runs: validation capacities filled by the policy's scores, compact mode).
   config.finetune.train_on = 'policy'
+  # Steered ToMe ('tome+<heuristic>', 'tome+policy'): the weights to choose from on validation,
+  # with the ViT before fine-tuning.
+  config.finetune.steer_weights = (0.1, 0.25, 0.5, 1.0)
   return config

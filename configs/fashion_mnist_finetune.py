@@ -5,6 +5,8 @@ runs/fashion, runs/fashion_budget_s0 (results/budget_mappo) and runs/fashion_bud
 
   python -m vitprune_jax.main --config configs/fashion_mnist_finetune.py \
       --workdir runs/fashion_finetune
+  python -m vitprune_jax.main --config configs/fashion_mnist_finetune.py:steered \
+      --workdir runs/fashion_finetune_steered
 
 Methods: none (the unpruned ViT fine-tuned for the same epochs: the reference), random,
 similarity, cls_attention and both policies (dropping; trained merging with the similarity
@@ -13,12 +15,16 @@ not above it: ToMe (over its r) and similarity+merge (the strongest merging rule
 table), each fine-tuned with its merging in the loop. The recipe (4 epochs, lr 2e-4, warm-up 0.2
 epoch) was chosen on validation for RL4EViT's fine-tuning of the free-mode policy (4 epochs over
 2: 88.72 % vs 88.65 % there) and is used unchanged for every method.
+
+`steered`: the same recipe and level for ToMe (again, the anchor of the two runs), ToMe steered by
+similarity and ToMe steered by each of both policies, at the weight of (0.1, 0.25, 0.5, 1.0) most
+accurate on validation before fine-tuning (`finetune.steer_weights`).
 """
 
 from configs import fashion_mnist_vit
 
 
-def get_config():
+def get_config(variant: str = ''):
   config = fashion_mnist_vit.get_config()
   config.mode = 'finetune'
   config.init.vit_dir = 'runs/fashion'
@@ -32,6 +38,8 @@ def get_config():
     'similarity+merge',
     'policy',
   )
+  if variant == 'steered':
+    config.finetune.methods = ('tome', 'tome+similarity', 'tome+policy')
   config.deploy.budgets = (0.766,)
   config.train.prune_from_epoch = 0
   config.train.num_epochs = 4

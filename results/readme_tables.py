@@ -79,6 +79,15 @@ def fashion_mnist_pareto() -> str:
     lines.append(
       f'| best learned − best {family}, McNemar p (worst seed) | ' + ' | '.join(cells) + ' |'
     )
+  steered = [m for m in methods if 'steer_weight' in at[(m, levels[0])].get('options', {})]
+  if steered:
+    lines.append('')
+    lines.append('Steered ToMe, the weight chosen on validation at each level (per seed):')
+    lines.append('')
+    for m in steered:
+      weights = [at[(m, v)]['options']['steer_weight'] for v in levels]
+      cells = ' / '.join(','.join(f'{w:g}' for w in ws) for ws in weights)
+      lines.append(f'- {m}: {cells}')
   return '\n'.join(lines) + '\n'
 
 
@@ -104,11 +113,13 @@ def fashion_mnist_evaluate() -> str:
   return '\n'.join(lines) + '\n'
 
 
-def fashion_mnist_finetune() -> str:
+def fashion_mnist_finetune(folder: str = 'finetune') -> str:
   """mode=finetune: every method fine-tuned on its own pruning, scored on its own copy, and the
-  paired tests of the best fine-tuned policy."""
-  run = json.loads((HERE / 'fashion_mnist' / 'finetune' / 'finetune_comparison.json').read_text())
-  reference = next(r for r in run['records'] if r['method'] == 'none')
+  paired tests of the best fine-tuned policy; the differences against the fine-tuned unpruned ViT
+  of results/fashion_mnist/finetune (the same recipe) where `folder` has none."""
+  run = json.loads((HERE / 'fashion_mnist' / folder / 'finetune_comparison.json').read_text())
+  first = json.loads((HERE / 'fashion_mnist' / 'finetune' / 'finetune_comparison.json').read_text())
+  reference = next(r for r in run['records'] + first['records'] if r['method'] == 'none')
   lines = [
     '| method (family; its own fine-tuned copy) | accuracy (%) | vs fine-tuned unpruned (pt) | '
     'GFLOPs vs unpruned |',
@@ -121,7 +132,11 @@ def fashion_mnist_finetune() -> str:
     if r.get('seeds', 1) > 1:
       accuracy += f' ± {100 * r["accuracy_ci95"]:.2f} ({r["seeds"]} seeds)'
     delta = 100 * (r['accuracy'] - reference['accuracy'])
-    options = ', '.join(f'{k} {v:g}' for k, v in r.get('options', {}).items() if k != 'budget')
+    options = ', '.join(
+      f'{k.replace("_", " ")} {v:g}'
+      for k, v in r.get('options', {}).items()
+      if k != 'budget' and isinstance(v, (int, float))
+    )
     name = f'{r["pruner"]}{f" ({options})" if options else ""} ({r["family"]})'
     lines.append(f'| {name} | {accuracy} | {delta:+.2f} | {r["gflops_ratio"]:.3f} |')
   for t in run['paired_tests']:
@@ -136,6 +151,7 @@ def fashion_mnist_finetune() -> str:
 
 TABLES = {
   'fashion_mnist_finetune': fashion_mnist_finetune,
+  'fashion_mnist_finetune_steered': lambda: fashion_mnist_finetune('finetune_steered'),
   'budget_mappo': budget_mappo,
   'fashion_mnist_pareto': fashion_mnist_pareto,
   'fashion_mnist_evaluate': fashion_mnist_evaluate,

@@ -125,7 +125,9 @@ def test_finetune_gives_merging_methods_and_every_policy_their_own_copy(tiny_tra
   ft.init.vit_dir = vit_dir
   ft.init.policy_dirs = (policy_dir, merge_dir)
   ft.deploy.budgets = (0.6,)
-  ft.finetune.methods = ('similarity', 'tome', 'similarity+merge', 'policy')
+  ft.finetune.methods = ('similarity', 'tome', 'similarity+merge', 'policy', 'tome+similarity')
+  ft.finetune.methods += ('tome+policy',)
+  ft.finetune.steer_weights = (0.0, 2.0)
   ft.deploy.random_seeds = 1
   ft.train.num_epochs = 1
   ft.train.prune_from_epoch = 0
@@ -133,8 +135,12 @@ def test_finetune_gives_merging_methods_and_every_policy_their_own_copy(tiny_tra
   out = finetune.run(ft, str(tmp_path / 'ft'))
   records = out['records']
   names = [r['pruner'] for r in records]
-  assert names == ['similarity', 'tome', 'similarity+merge', 'mappo@b=0.6'] + [
-    f'mappo+merge (trained)@b={out["drop_merge_budget"]:g}'
+  trained_merge = f'mappo+merge (trained)@b={out["drop_merge_budget"]:g}'
+  policy_names = ['mappo@b=0.6', trained_merge]
+  assert names == ['similarity', 'tome', 'similarity+merge'] + policy_names + [
+    'tome+similarity',
+    'tome+mappo@b=0.6',
+    f'tome+{trained_merge}',
   ]
   assert [r['method'] for r in records] == [
     'similarity',
@@ -142,16 +148,30 @@ def test_finetune_gives_merging_methods_and_every_policy_their_own_copy(tiny_tra
     'similarity+merge',
     'policy',
     'policy_1',
+    'tome+similarity',
+    'tome+policy',
+    'tome+policy_1',
   ]
-  assert [r['family'] for r in records] == ['heuristic', 'merging', 'merging', 'learned', 'learned']
+  assert [r['family'] for r in records] == ['heuristic'] + ['merging'] * 2 + ['learned'] * 2 + [
+    'merging',
+    'learned',
+    'learned',
+  ]
   model, _, _ = models.load_vit(vit_dir)
   cfg: vit.ViTConfig = model.config
   full = pruning.gflops(cfg, [cfg.num_tokens] * cfg.num_layers)
   level = out['capacities_gflops_ratio']
   assert level == pytest.approx(pruning.gflops(cfg, out['capacities']) / full)
   assert out['drop_merge_budget'] < 0.6
+  tome = records[1]
   for r in records:
-    merge = {'tome': 'tome'}.get(r['method'], 'drop_merge' if '+merge' in r['pruner'] else None)
+    merge = 'drop_merge' if '+merge' in r['pruner'] else None
+    merge = 'tome' if r['method'].startswith('tome') else merge
+    if r['method'].startswith('tome+'):  # ToMe's r, the weight most accurate on validation.
+      assert r['tokens_per_layer'] == tome['tokens_per_layer']
+      tried = r['options']['validation_accuracy']
+      assert set(tried) == {'0.0', '2.0'} and r['options']['r'] == tome['options']['r']
+      assert tried[str(r['options']['steer_weight'])] == max(tried.values())
     ran = pruning.gflops(cfg, r['tokens_per_layer'], merge) / full
     assert r['gflops_ratio'] == pytest.approx(ran) and r['gflops_ratio'] <= level + 1e-9
     assert r['finetuned'] and r['trained_on'] == 'compact'
@@ -163,7 +183,7 @@ def test_finetune_gives_merging_methods_and_every_policy_their_own_copy(tiny_tra
   tests = out['paired_tests']
   assert [t['against'] for t in tests] == ['heuristic', 'merging']
   assert tests[0]['baseline'] == 'similarity'
-  assert tests[1]['baseline'] in ('tome', 'similarity+merge')
+  assert tests[1]['baseline'] in ('tome', 'similarity+merge', 'tome+similarity')
   saved = json.loads((tmp_path / 'ft' / 'finetune_comparison.json').read_text())
   assert 'correct' not in saved['records'][0] and saved['paired_tests'] == tests
 

@@ -13,6 +13,7 @@ from scipy import special
 
 from vitprune_jax import pruning
 from vitprune_jax.errors import UserError
+from vitprune_jax.evaluation import visualize
 from vitprune_jax.models import vit
 from vitprune_jax.pruning import merging
 
@@ -69,6 +70,9 @@ def test_steered_tome_at_weight_zero_is_tome():
   logits, steered_kept = pruning.forward(model, params, images, steered)
   assert steered_kept.tolist() == kept.tolist()
   assert not np.allclose(logits, plain)  # Other tokens merged.
+  # Source tracing appends columns to the tokens; the score still reads only the model's width.
+  sources = visualize.merged_sources(model, params, images, steered)
+  assert sources.shape == (2, 2, 17, 16) and (sources[:, -1, :9].sum(axis=1) > 0).all()
   with pytest.raises(UserError, match="steer='random' is not a scoring heuristic"):
     pruning.make_pruner('tome', cfg, r=4, steer='random')
   with pytest.raises(UserError, match='steer_weight=-1.0 must be >= 0'):

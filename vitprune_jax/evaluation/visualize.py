@@ -103,7 +103,8 @@ def merged_sources(
 
   One-hot sources (CLS none) ride along with the tokens through every merge, which averages or sums
   them as it does the tokens, so a weight > 0 means the patch is part of the token. The matching
-  itself reads the keys, not the tokens, so the extra columns do not change what merges.
+  itself reads the keys, and steered ToMe's score the model's width of the tokens, so the extra
+  columns do not change what merges.
   """
   if pruner.merger is None:
     raise ValueError(f'{pruner.name} does not merge tokens')

@@ -126,6 +126,8 @@ PRUNER_OPTION_KEYS = {
   'alpha': 'alpha',
   'schedule': 'schedule',
   'r': 'tome_r',
+  'steer': 'tome_steer',
+  'steer_weight': 'tome_steer_weight',
   'keep_rate': 'evit_keep_rate',
   'layers': 'evit_layers',
 }

@@ -215,6 +215,7 @@ CHECKS = {
   'prune.schedule': _choice('keep_ratio', 'deit_standard'),
   'prune.execution': _choice('compact', 'mask'),
   'prune.tome_r': _int_at_least(0),
+  'prune.tome_steer_weight': _non_negative,
   'prune.evit_keep_rate': _in_range(0.0, 1.0, lo_open=True),
   'prune.evit_layers': _ints,
   'sweep.alphas': _numbers(_positive),
@@ -259,6 +260,7 @@ CHECKS = {
   'pareto.levels': _numbers(_in_range(0.0, 1.0, lo_open=True, hi_open=True)),
   'pareto.steer_weights': lambda v: None if tuple(v) == () else _numbers(_non_negative)(v),
   'finetune.train_on': _choice('policy', 'deployed'),
+  'finetune.steer_weights': _numbers(_non_negative),
 }
 
 

@@ -12,6 +12,10 @@ on its own copy:
   above the capacities' (the merge priced): `tome` (over its r), `evit` (over its keep rate), or a
   heuristic's drop-merge variant '<name>+merge' (`pruning.with_merging`, at the budget of a
   budget-mode policy's schedule that comes closest from below);
+- steered ToMe (`pruning.steered_tome`, at ToMe's r there): 'tome+<name>' by a heuristic of
+  `pruning.STEERS`, 'tome+policy' by every policy (`<workdir>/tome+policy`, `tome+policy_1`, ...;
+  each at the budget it is scored at below); the weight of `finetune.steer_weights` most accurate
+  on validation with the ViT before fine-tuning, then fine-tuned at it;
 - 'policy': every policy of `init.policy_dirs` (`<workdir>/policy`, `policy_1`, ...; later ones
   budget-mode, on the first one's schedule). `finetune.train_on` picks what the first one's ViT sees
   while it trains: 'policy' (RL4EViT: the policy's own per-image decisions, mask mode) or
@@ -43,12 +47,14 @@ from vitprune_jax.jobs import pareto as pareto_job
 from vitprune_jax.rl import policies
 
 MERGE = '+merge'
+STEERED = 'tome+'
 
 
 def known_methods() -> tuple[str, ...]:
   heuristics = tuple(n for n in pruning.PRUNERS if n != 'none' and n not in pruning.MERGERS)
   drop_merge = tuple(f'{n}{MERGE}' for n in heuristics if n != 'greedy')
-  return ('none', 'policy') + heuristics + pruning.MERGERS + drop_merge
+  steered = tuple(f'{STEERED}{n}' for n in pruning.STEERS + ('policy',))
+  return ('none', 'policy') + heuristics + pruning.MERGERS + drop_merge + steered
 
 
 def check_methods(methods: tuple[str, ...]) -> None:
@@ -66,9 +72,10 @@ def family(method: str) -> str:
   """A method's family, as in the Pareto job: none, random, heuristic, merging or learned."""
   if method == 'none' or method.startswith('random'):
     return 'none' if method == 'none' else 'random'
-  if method.startswith('policy'):
+  if method.startswith('policy') or method.startswith(f'{STEERED}policy'):
     return 'learned'
-  return 'merging' if method in pruning.MERGERS or method.endswith(MERGE) else 'heuristic'
+  merging = method in pruning.MERGERS or method.endswith(MERGE) or method.startswith(STEERED)
+  return 'merging' if merging else 'heuristic'
 
 
 def _tuned_params(config, workdir, state, metrics, mesh):
@@ -163,18 +170,23 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   original = evaluate.evaluate_params(
     model, params, common.split_batches(config, split)(), mesh=mesh, rng=jax.random.PRNGKey(0)
   )
+  policy_plans = _policy_plans(
+    config, vit_cfg, spec, actor, actor_params, deployed, others, budget, b_merge
+  )
   # (workdir name, training pruner, its execution, [(record name, evaluation pruner)], options)
   plans = []
   for method in methods:
     if method == 'none':
       plans.append((method, None, 'compact', [('none', None)], {}))
     elif method == 'policy':
-      plans += _policy_plans(
-        config, vit_cfg, spec, actor, actor_params, deployed, others, budget, b_merge
-      )
+      plans += policy_plans
     elif method in pruning.MERGERS:
       pruner, options = pareto_job.merger_at(method, vit_cfg, level, full)
       plans.append((method, pruner, 'compact', [(method, pruner)], options))
+    elif method.startswith(STEERED):
+      plans += _steered_plans(
+        config, model, params, mesh, method, level, full, capacities, policy_plans
+      )
     elif method.endswith(MERGE):
       caps = policies.budget_capacities(vit_cfg, spec, b_merge)
       pruner = pruning.with_merging(pruning.at_capacities(method[: -len(MERGE)], vit_cfg, caps))
@@ -247,6 +259,41 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   common.write_records(workdir, 'finetune_comparison', records, summary, table)
   common.print_table(table)
   return dict(summary, records=records)
+
+
+def _steered_plans(config, model, params, mesh, method, level, full, capacities, policy_plans):
+  """The plans of steered ToMe 'tome+<heuristic>' or 'tome+policy' (one per policy, steered by
+  the pruner its policy plan scores first), at ToMe's r for `level`, each at its weight chosen on
+  validation."""
+  tome, options = pareto_job.merger_at('tome', model.config, level, full)
+  del tome
+  steer = method[len(STEERED) :]
+  if steer == 'policy':
+    scorers = [(f'{STEERED}{scored[0][0]}', scored[0][1]) for _, _, _, scored, _ in policy_plans]
+    subs = [f'{STEERED}{sub}' for sub, *_ in policy_plans]
+  else:
+    scorers = [(method, pruning.at_capacities(steer, model.config, capacities))]
+    subs = [method]
+  chosen = pareto_job.choose_steer_weights(
+    config,
+    model,
+    params,
+    mesh,
+    options['r'],
+    scorers,
+    tuple(float(w) for w in config.finetune.steer_weights),
+    'validation',
+  )
+  return [
+    (
+      sub,
+      pruner,
+      'compact',
+      [(pruner.name, pruner)],
+      dict(options, steer_weight=w, validation_accuracy=tried),
+    )
+    for sub, (pruner, w, tried) in zip(subs, chosen)
+  ]
 
 
 def _policy_plans(config, vit_cfg, spec, actor, actor_params, deployed, others, budget, b_merge):

@@ -137,18 +137,18 @@ def drop_merge_budget(vit_cfg, spec: policies.PolicySpec, target: float, full: f
 
 
 def choose_steer_weights(
-  config, model, params, mesh, r: int, scorers: list, weights: tuple[float, ...]
+  config, model, params, mesh, r: int, scorers: list, weights: tuple[float, ...], split: str
 ) -> list[tuple[pruning.Pruner, float, dict[str, float]]]:
   """For each (name, scoring pruner) of `scorers`: ToMe at r steered by it at the weight of
-  `weights` most accurate on `pareto.select_split` (the first of equals), renamed `name`; that
-  weight; and every weight's accuracy there (keyed by str(weight))."""
+  `weights` most accurate on `split` (the first of equals), renamed `name`; that weight; and every
+  weight's accuracy there (keyed by str(weight))."""
   candidates = [
     (f'{i}:{w}', pruning.steered_tome(model.config, r, by, w))
     for i, (_, by) in enumerate(scorers)
     for w in weights
   ]
   records = common.compare_on_split(
-    config, model, params, candidates, config.pareto.select_split, mesh, throughput_repeats=0
+    config, model, params, candidates, split, mesh, throughput_repeats=0
   )
   accuracy = {rec['pruner']: rec['accuracy'] for rec in records}
   chosen = []
@@ -247,7 +247,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if steer_weights:
       r = options['tome']['r']
       scorers = [(name, by) for name, _, by in steerers]
-      chosen = choose_steer_weights(config, model, params, mesh, r, scorers, steer_weights)
+      chosen = choose_steer_weights(
+        config, model, params, mesh, r, scorers, steer_weights, config.pareto.select_split
+      )
       for (name, family, _), (pruner, weight, tried) in zip(steerers, chosen):
         named.append((name, pruner))
         families.append(family)

@@ -122,9 +122,12 @@ def tome_merge(
   steer: Optional[Callable[..., Array]] = None,
   weight: float = 0.0,
   key: Optional[Array] = None,
+  width: Optional[int] = None,
 ):
   """The `TokenMerger.merge` of ToMe with `r_per_layer[l]` merges in block l; with `steer` (a
-  pruner's score function, called with `key`, default PRNGKey(0)) steered ToMe at `weight`."""
+  pruner's score function, called with `key`, default PRNGKey(0), on the first `width` features
+  of the tokens: the model's width, as `evaluation.visualize` appends columns to trace sources)
+  steered ToMe at `weight`."""
   key = jax.random.PRNGKey(0) if key is None else key
 
   def merge(layer: int, x: Array, keep_mask: Array, size: Array, metric: Array, stats: TokenStats):
@@ -134,7 +137,7 @@ def tome_merge(
     if steer is None:
       protect = jnp.zeros(x.shape[:2], jnp.float32)
     else:
-      score = steer(layer, x, keep_mask, stats, key)
+      score = steer(layer, x[..., :width], keep_mask, stats, key)
       protect = jax.vmap(lambda s: standardised_penalty(s, weight))(score)
 
     def one(x, size, metric, protect):

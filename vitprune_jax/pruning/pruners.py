@@ -239,7 +239,7 @@ def steered_tome(
   if by is not None and by.score_fn is None:
     raise ValueError(f'{by.name!r} has no scores to steer ToMe by')
   steer = None if by is None else by.score_fn
-  merge = merging.tome_merge(tuple(steps), steer, weight)
+  merge = merging.tome_merge(tuple(steps), steer, weight, width=vit_cfg.hidden_size)
   merger = TokenMerger(merge, proportional_attention=True, kind='tome')
   name, statistics = ('tome', ()) if by is None else (f'tome+{by.name}', by.statistics)
   return Pruner(name, None, tuple(counts), merger=merger, statistics=statistics)
