@@ -150,7 +150,7 @@ def test_registry_names_and_options():
   assert pruning.pruner_options('none') == ()
   for name in list(pruning.PRUNERS)[1:-2]:
     assert pruning.pruner_options(name) == ('r_max', 'alpha', 'schedule')
-  assert pruning.pruner_options('tome') == ('r',)
+  assert pruning.pruner_options('tome') == ('r', 'steer', 'steer_weight')
   assert pruning.pruner_options('evit') == ('keep_rate', 'layers')
 
 
