@@ -2,6 +2,7 @@
 level, GFLOPs from the tokens that ran, random over seeds, the paired test, files, clear errors."""
 
 import json
+import types
 
 import pytest
 
@@ -197,6 +198,16 @@ def test_finetune_gives_merging_methods_and_every_policy_their_own_copy(tiny_tra
   with pytest.raises(UserError, match='fine-tune it with budget-mode policies of one schedule'):
     finetune.run(ft, str(tmp_path / 'bad'))
   assert not (tmp_path / 'bad' / 'policy').exists()
+
+
+def test_drop_merge_is_needed_by_merge_rules_and_merge_trained_policies_however_used():
+  merging = types.SimpleNamespace(merge_dropped=True)
+  dropping = types.SimpleNamespace(merge_dropped=False)
+  assert finetune.needs_drop_merge(('similarity+merge',), [dropping])
+  assert finetune.needs_drop_merge(('policy',), [dropping, merging])
+  assert finetune.needs_drop_merge(('tome+policy',), [dropping, merging])  # Missed at c8cc220.
+  assert not finetune.needs_drop_merge(('tome+policy', 'tome+similarity'), [dropping])
+  assert not finetune.needs_drop_merge(('tome', 'similarity'), [merging])
 
 
 def test_bad_methods_and_levels(tiny_trained_run, tmp_path):

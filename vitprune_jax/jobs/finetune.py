@@ -68,6 +68,15 @@ def check_methods(methods: tuple[str, ...]) -> None:
       )
 
 
+def needs_drop_merge(methods: tuple[str, ...], specs) -> bool:
+  """Whether `methods` run drop-merge: a '<heuristic>+merge', or a policy (scored itself or as
+  the steer of 'tome+policy') trained with merging of the dropped tokens."""
+  uses_policies = any(m in methods for m in ('policy', f'{STEERED}policy'))
+  return any(m.endswith(MERGE) for m in methods) or (
+    uses_policies and any(s.merge_dropped for s in specs)
+  )
+
+
 def family(method: str) -> str:
   """A method's family, as in the Pareto job: none, random, heuristic, merging or learned."""
   if method == 'none' or method.startswith('random'):
@@ -153,9 +162,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   full = pruning.gflops(vit_cfg, [vit_cfg.num_tokens] * vit_cfg.num_layers)
   level = pruning.gflops(vit_cfg, capacities) / full
   b_merge: Optional[float] = None
-  if any(m.endswith(MERGE) for m in methods) or (
-    'policy' in methods and any(s.merge_dropped for s in [spec] + [o[-1] for o in others])
-  ):
+  if needs_drop_merge(methods, [spec] + [o[-1] for o in others]):
     if budget is None:
       raise UserError(
         'finetune: drop-merge methods need a budget-mode first policy (its schedule gives the '
